@@ -32,8 +32,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if args else 2
     command, rest = args[0], args[1:]
     if command not in COMMANDS:
-        print(f"payrecon: unknown command {command!r}; one of: {', '.join(COMMANDS)}",
-              file=sys.stderr)
+        print(
+            f"payrecon: unknown command {command!r}; one of: {', '.join(COMMANDS)}", file=sys.stderr
+        )
         return 2
     module = importlib.import_module(COMMANDS[command][0])
     return int(module.main(rest) or 0)

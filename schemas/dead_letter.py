@@ -53,8 +53,16 @@ DEAD_LETTER_V1 = versioned(
 
 # Kafka headers carried by a message on a .dlq topic.
 HEADER_PREFIX = "payrecon.dlq."
-HEADERS = ("reason", "detail", "topic", "partition", "offset", "timestamp", "job",
-           "dead_lettered_at")
+HEADERS = (
+    "reason",
+    "detail",
+    "topic",
+    "partition",
+    "offset",
+    "timestamp",
+    "job",
+    "dead_lettered_at",
+)
 
 
 def dlq_topic(source_topic: str) -> str:

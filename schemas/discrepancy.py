@@ -32,23 +32,36 @@ DISCREPANCY_V1 = versioned(
         field("kind", pa.string(), "What is wrong.", enum=list(KINDS)),
         field("severity", pa.string(), "How urgent it is.", enum=list(SEVERITIES)),
         field("order_id", pa.string(), "The order, when known.", nullable=True),
-        field("stripe_object_id", pa.string(), "The Stripe object concerned (ch_, re_, dp_...).",
-              nullable=True),
-        field("ledger_amount", pa.int64(), "Ledger amount, minor units (magnitude).",
-              nullable=True),
-        field("stripe_amount", pa.int64(), "Stripe amount, minor units (magnitude).",
-              nullable=True),
-        field("currency", pa.string(), "ISO 4217 code, lowercase.", nullable=True,
-              pattern="^[a-z]{3}$"),
-        field("amount_delta", pa.int64(), "stripe_amount - ledger_amount, minor units.",
-              nullable=True),
+        field(
+            "stripe_object_id",
+            pa.string(),
+            "The Stripe object concerned (ch_, re_, dp_...).",
+            nullable=True,
+        ),
+        field(
+            "ledger_amount", pa.int64(), "Ledger amount, minor units (magnitude).", nullable=True
+        ),
+        field(
+            "stripe_amount", pa.int64(), "Stripe amount, minor units (magnitude).", nullable=True
+        ),
+        field(
+            "currency",
+            pa.string(),
+            "ISO 4217 code, lowercase.",
+            nullable=True,
+            pattern="^[a-z]{3}$",
+        ),
+        field(
+            "amount_delta", pa.int64(), "stripe_amount - ledger_amount, minor units.", nullable=True
+        ),
         field("detected_at", UTC_MICROS, "When the run found it (UTC).", format="date-time"),
-        field("window_start", UTC_MICROS, "Start of the run's window, inclusive.",
-              format="date-time"),
-        field("window_end", UTC_MICROS, "End of the run's window, exclusive.",
-              format="date-time"),
-        field("repair_hint", pa.string(), "Which Stripe object to fetch to repair it.",
-              nullable=True),
+        field(
+            "window_start", UTC_MICROS, "Start of the run's window, inclusive.", format="date-time"
+        ),
+        field("window_end", UTC_MICROS, "End of the run's window, exclusive.", format="date-time"),
+        field(
+            "repair_hint", pa.string(), "Which Stripe object to fetch to repair it.", nullable=True
+        ),
     ],
     doc="A typed difference between the ledger and Stripe, with the object to fetch.",
 )

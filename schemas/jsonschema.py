@@ -62,8 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     names = args or sorted(REGISTRY)
     for name in names:
         if name not in REGISTRY:
-            print(f"unknown schema {name!r}; known: {', '.join(sorted(REGISTRY))}",
-                  file=sys.stderr)
+            print(f"unknown schema {name!r}; known: {', '.join(sorted(REGISTRY))}", file=sys.stderr)
             return 2
         print(json.dumps(json_schema(REGISTRY[name]), indent=2))
     return 0

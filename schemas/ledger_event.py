@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from schemas.currencies import ISO_4217
 from schemas.fields import UTC_MICROS, field, is_required, versioned
 
 EVENT_TYPES = (
@@ -28,31 +29,62 @@ LEDGER_EVENT_V1 = versioned(
     "ledger_event",
     1,
     [
-        field("event_id", pa.string(), "Unique id of this ledger event; the dedupe key.",
-              minLength=1),
-        field("event_type", pa.string(),
-              "What happened, e.g. charge.succeeded, refund.succeeded, dispute.created.",
-              minLength=1, examples=list(EVENT_TYPES)),
-        field("occurred_at", UTC_MICROS, "When it happened, RFC 3339, stored in UTC.",
-              format="date-time"),
+        field(
+            "event_id", pa.string(), "Unique id of this ledger event; the dedupe key.", minLength=1
+        ),
+        field(
+            "event_type",
+            pa.string(),
+            "What happened, e.g. charge.succeeded, refund.succeeded, dispute.created.",
+            minLength=1,
+            examples=list(EVENT_TYPES),
+        ),
+        field(
+            "occurred_at",
+            UTC_MICROS,
+            "When it happened, RFC 3339, stored in UTC.",
+            format="date-time",
+        ),
         field("order_id", pa.string(), "The order; also the Kafka message key.", minLength=1),
-        field("stripe_object_id", pa.string(),
-              "The Stripe object that moved the money (ch_, re_, dp_, py_ ...).", minLength=1),
-        field("payment_intent_id", pa.string(), "The Stripe PaymentIntent (pi_...); null where none exists.",
-              nullable=True),
-        field("amount", pa.int64(), "Amount in minor units of currency, never negative.",
-              minimum=0, maximum=MAX_AMOUNT),
-        field("currency", pa.string(), "ISO 4217 code, lowercase.", pattern="^[a-z]{3}$"),
-        field("idempotency_key", pa.string(),
-              "The idempotency key the money movement was requested with; null for "
-              "movements Stripe starts itself, such as disputes.", nullable=True),
+        field(
+            "stripe_object_id",
+            pa.string(),
+            "The Stripe object that moved the money (ch_, re_, dp_, py_ ...).",
+            minLength=1,
+        ),
+        field(
+            "payment_intent_id",
+            pa.string(),
+            "The Stripe PaymentIntent (pi_...); null where none exists.",
+            nullable=True,
+        ),
+        field(
+            "amount",
+            pa.int64(),
+            "Amount in minor units of currency, never negative.",
+            minimum=0,
+            maximum=MAX_AMOUNT,
+        ),
+        field("currency", pa.string(), "ISO 4217 code, lowercase.", enum=sorted(ISO_4217)),
+        field(
+            "idempotency_key",
+            pa.string(),
+            "The idempotency key the money movement was requested with; null for "
+            "movements Stripe starts itself, such as disputes.",
+            nullable=True,
+        ),
         field("customer_id", pa.string(), "Stripe customer (cus_...).", required=False),
-        field("payment_method_type", pa.string(), "card, sepa_debit, konbini ...",
-              required=False),
-        field("country", pa.string(), "ISO 3166-1 alpha-2 country of the payment.",
-              required=False, pattern="^[A-Z]{2}$"),
-        field("metadata", pa.map_(pa.string(), pa.string()), "Free-form string map.",
-              required=False),
+        field("payment_method_type", pa.string(), "card, sepa_debit, konbini ...", required=False),
+        field(
+            "country",
+            pa.string(),
+            "ISO 3166-1 alpha-2 country of the payment.",
+            required=False,
+            pattern="^[A-Z]{2}$",
+        ),
+        field(
+            "metadata", pa.map_(pa.string(), pa.string()), "Free-form string map.", required=False
+        ),
     ],
     doc="A money movement recorded by the internal ledger.",
 )

@@ -1,0 +1,168 @@
+"""Decoding Kafka messages into ledger events, with every bad message dead-lettered.
+
+``decode_ledger_batch`` turns one Arrow batch of raw messages into an Arrow batch of
+``LEDGER_EVENT_V1`` rows (with Kafka provenance) and an Arrow batch of ``DEAD_LETTER_V1``
+rows. Every input message ends in exactly one of the two, so in = out + dead letters.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import NamedTuple
+
+import apache_beam as beam
+import pyarrow as pa
+from apache_beam.metrics import Metrics
+
+from schemas.dead_letter import DEAD_LETTER_V1, Reason
+from schemas.kafka_message import with_provenance
+from schemas.ledger_event import LEDGER_EVENT_V1
+from transforms.ledger_validation import Invalid, check_event
+
+DECODED_LEDGER_EVENT = with_provenance(LEDGER_EVENT_V1)
+DEFAULT_MAX_PAYLOAD_BYTES = 64 * 1024
+DEAD_LETTERS = "dead_letters"
+NAMESPACE = "payrecon.decode"
+
+_STRING_COLUMNS = (
+    "event_id",
+    "event_type",
+    "order_id",
+    "stripe_object_id",
+    "payment_intent_id",
+    "idempotency_key",
+    "customer_id",
+    "payment_method_type",
+    "country",
+)
+
+
+class DecodedBatch(NamedTuple):
+    events: pa.Table
+    dead_letters: pa.Table
+
+
+def _parse(value: bytes | None, max_payload: int) -> Invalid | dict:
+    if value is None:
+        return Invalid(Reason.NOT_JSON, "the message has no value")
+    if len(value) > max_payload:
+        return Invalid(Reason.PAYLOAD_TOO_LARGE, f"{len(value)} bytes > limit of {max_payload}")
+    try:
+        return json.loads(value)
+    except (UnicodeDecodeError, ValueError) as exc:
+        return Invalid(Reason.NOT_JSON, str(exc)[:200])
+
+
+def decode_ledger_batch(
+    messages: pa.Table, *, job: str, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+) -> DecodedBatch:
+    """Split a batch of ``KAFKA_MESSAGE`` rows into decoded events and dead letters."""
+    values = messages.column("value").to_pylist()
+    good: list[int] = []
+    objects: list[dict] = []
+    micros: list[int] = []
+    bad: list[int] = []
+    problems: list[Invalid] = []
+    for i, value in enumerate(values):
+        parsed = _parse(value, max_payload_bytes)
+        checked = parsed if isinstance(parsed, Invalid) else check_event(parsed)
+        if isinstance(checked, Invalid):
+            bad.append(i)
+            problems.append(checked)
+        else:
+            good.append(i)
+            objects.append(parsed)  # type: ignore[arg-type]
+            micros.append(checked)
+    return DecodedBatch(
+        _events_table(messages, good, objects, micros),
+        _dead_letter_table(messages, bad, problems, job),
+    )
+
+
+def _events_table(
+    messages: pa.Table, rows: list[int], objects: list[dict], micros: list[int]
+) -> pa.Table:
+    columns: dict[str, pa.Array] = {
+        name: pa.array([o.get(name) for o in objects], pa.string()) for name in _STRING_COLUMNS
+    }
+    columns["occurred_at"] = pa.array(micros, pa.int64()).cast(
+        DECODED_LEDGER_EVENT.field("occurred_at").type
+    )
+    columns["amount"] = pa.array([o["amount"] for o in objects], pa.int64())
+    columns["currency"] = pa.array([o["currency"] for o in objects], pa.string())
+    columns["metadata"] = pa.array(
+        [list(m.items()) if (m := o.get("metadata")) is not None else None for o in objects],
+        DECODED_LEDGER_EVENT.field("metadata").type,
+    )
+    indices = pa.array(rows, pa.int64())
+    columns["kafka_topic"] = messages.column("topic").take(indices)
+    columns["kafka_partition"] = messages.column("partition").take(indices)
+    columns["kafka_offset"] = messages.column("offset").take(indices)
+    return pa.Table.from_arrays(
+        [columns[f.name] for f in DECODED_LEDGER_EVENT], schema=DECODED_LEDGER_EVENT
+    )
+
+
+def _dead_letter_table(
+    messages: pa.Table, rows: list[int], problems: list[Invalid], job: str
+) -> pa.Table:
+    n = len(rows)
+    indices = pa.array(rows, pa.int64())
+    now = int(time.time() * 1_000_000)
+    return pa.Table.from_arrays(
+        [
+            pa.array([p.reason.value for p in problems], pa.string()),
+            pa.array([p.detail for p in problems], pa.string()),
+            messages.column("topic").take(indices),
+            messages.column("partition").take(indices),
+            messages.column("offset").take(indices),
+            messages.column("timestamp").take(indices),
+            messages.column("key").take(indices),
+            messages.column("value").take(indices),
+            pa.array([job] * n, pa.string()),
+            pa.array([now] * n, pa.int64()).cast(DEAD_LETTER_V1.field("dead_lettered_at").type),
+        ],
+        schema=DEAD_LETTER_V1,
+    )
+
+
+class _DecodeLedgerFn(beam.DoFn):
+    def __init__(self, job: str, max_payload_bytes: int):
+        self._job = job
+        self._max_payload = max_payload_bytes
+        self.messages_in = Metrics.counter(NAMESPACE, "messages_in")
+        self.events_out = Metrics.counter(NAMESPACE, "events_out")
+        self.dead_lettered = Metrics.counter(NAMESPACE, "dead_letters")
+        self._by_reason = {r: Metrics.counter(NAMESPACE, f"dead_letters.{r.value}") for r in Reason}
+
+    def process(self, messages: pa.Table):
+        decoded = decode_ledger_batch(messages, job=self._job, max_payload_bytes=self._max_payload)
+        self.messages_in.inc(messages.num_rows)
+        self.events_out.inc(decoded.events.num_rows)
+        self.dead_lettered.inc(decoded.dead_letters.num_rows)
+        if decoded.dead_letters.num_rows:
+            for reason in decoded.dead_letters.column("reason").to_pylist():
+                self._by_reason[Reason(reason)].inc()
+            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, decoded.dead_letters)
+        if decoded.events.num_rows:
+            yield decoded.events
+
+
+class DecodeLedgerEvents(beam.PTransform):
+    """``KAFKA_MESSAGE`` batches in; ``DecodedBatch(events, dead_letters)`` PCollections out.
+
+    ``events`` are ``DECODED_LEDGER_EVENT`` tables (ledger event v1 plus provenance);
+    ``dead_letters`` are ``DEAD_LETTER_V1`` tables carrying the original bytes, coordinates
+    and reason. Every message lands in exactly one of the two.
+    """
+
+    def __init__(self, *, job: str, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES):
+        super().__init__()
+        self._fn = _DecodeLedgerFn(job, max_payload_bytes)
+
+    def expand(self, messages):
+        outputs = messages | "ValidateAndDecode" >> beam.ParDo(self._fn).with_outputs(
+            DEAD_LETTERS, main="events"
+        )
+        return DecodedBatch(outputs.events, outputs[DEAD_LETTERS])
