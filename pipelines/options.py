@@ -31,11 +31,18 @@ class KafkaOptions(PipelineOptions):
     def _add_argparse_args(cls, parser):
         parser.add_argument(
             "--bootstrap-servers",
-            "--bootstrap_servers",
             dest="bootstrap_servers",
             default="127.0.0.1:9092",
             help="Kafka bootstrap servers, host:port[,host:port] (default: %(default)s, "
             "where `payrecon broker` listens).",
+        )
+        parser.add_argument(
+            "--broker-timeout",
+            dest="broker_timeout",
+            type=float,
+            default=30.0,
+            help="Seconds to wait for the broker before giving up with exit code 3 "
+            "(default: %(default)s).",
         )
         parser.add_argument(
             "--kafka-config",

@@ -17,10 +17,12 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines.options import KafkaOptions, UsageError, WindowOptions, check_window
 from pipelines.run_summary import ReadSummary
+from schemas.dead_letter import dlq_topic
 from transforms.arrow_files import WriteArrowBatchesToParquet
 from transforms.dead_letters import WriteDeadLetters
 from transforms.decode import DEFAULT_MAX_PAYLOAD_BYTES, DecodedBatch, DecodeLedgerEvents
 from transforms.kafka import ReadKafkaRanges
+from transforms.kafka_admin import ensure_topics
 from transforms.kafka_config import parse_overrides
 from transforms.kafka_offsets import (
     BadReadRequest,
@@ -117,6 +119,14 @@ def run_read(
             options.window_end,
             group_id=options.group_id,
             consumer_overrides=overrides,
+            timeout=options.broker_timeout,
+        )
+    if options.dlq:
+        ensure_topics(
+            options.bootstrap_servers,
+            [dlq_topic(t) for t in topics],
+            overrides=overrides,
+            timeout=options.broker_timeout,
         )
     pipeline = beam.Pipeline(options=PipelineOptions(pipeline_args))
     messages = pipeline | "ReadLedgerWindow" >> ReadKafkaRanges(

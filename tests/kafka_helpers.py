@@ -55,7 +55,7 @@ def produce(bootstrap: str, topic: str, records: Iterable[tuple], linger_ms: int
     return count
 
 
-def consume_all(bootstrap: str, topic: str, partitions: int) -> list:
+def consume_all(bootstrap: str, topic: str, partitions: int | None = None) -> list:
     """Every message of ``topic`` (read to partition EOF), as confluent-kafka messages."""
     consumer = Consumer(
         {
@@ -65,6 +65,8 @@ def consume_all(bootstrap: str, topic: str, partitions: int) -> list:
             "enable.auto.commit": False,
         }
     )
+    if partitions is None:
+        partitions = len(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
     consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
     messages, done = [], set()
     while len(done) < partitions:
