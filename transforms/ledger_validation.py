@@ -21,6 +21,7 @@ _RFC3339 = re.compile(
 _COUNTRY = re.compile(r"^[A-Z]{2}$")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
+_REQUIRED_KEYS = frozenset(REQUIRED_FIELDS)
 REQUIRED_STRINGS = ("event_id", "event_type", "order_id", "stripe_object_id")
 NULLABLE_STRINGS = ("payment_intent_id", "idempotency_key")
 OPTIONAL_STRINGS = ("customer_id", "payment_method_type")
@@ -51,9 +52,9 @@ def check_event(obj: Any) -> Invalid | int:
     """``Invalid(reason, detail)``, or the event's ``occurred_at`` in epoch microseconds."""
     if not isinstance(obj, dict):
         return Invalid(Reason.NOT_AN_OBJECT, f"expected a JSON object, got {type(obj).__name__}")
-    for name in REQUIRED_FIELDS:
-        if name not in obj:
-            return Invalid(Reason.MISSING_FIELD, f"{name} is missing")
+    if not _REQUIRED_KEYS <= obj.keys():
+        missing = next(name for name in REQUIRED_FIELDS if name not in obj)
+        return Invalid(Reason.MISSING_FIELD, f"{missing} is missing")
     for name in REQUIRED_STRINGS:
         value = obj[name]
         if not isinstance(value, str):
