@@ -74,7 +74,7 @@ def decode_ledger_batch(
         if isinstance(checked, Invalid) and checked.reason is Reason.NON_INTEGER_AMOUNT:
             # orjson reads integers wider than 64 bits as floats; the standard parser is
             # exact, so such an amount is reported as out of range, not as a fraction.
-            parsed = _parse_slowly(value)  # type: ignore[arg-type]
+            parsed = _parse_slowly(value)
             checked = parsed if isinstance(parsed, Invalid) else check_event(parsed)
         if isinstance(checked, Invalid):
             bad.append(i)
