@@ -51,6 +51,8 @@ def consumer_config(
         "fetch.max.bytes": 52_428_800,
         "max.partition.fetch.bytes": 10_485_760,
         "queued.min.messages": 200_000,
+        # A bounded read never waits for new data: answer fetches at once.
+        "fetch.wait.max.ms": 50,
         "session.timeout.ms": 6_000,
     }
     config.update(overrides or {})
