@@ -13,25 +13,21 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import apache_beam as beam
+import pyarrow as pa
+from apache_beam.options.pipeline_options import PipelineOptions
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 
-import apache_beam as beam  # noqa: E402
-import pyarrow as pa  # noqa: E402
-from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition  # noqa: E402
-from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
-
-from pipelines.broker import EmbeddedBroker  # noqa: E402
-from pipelines.run_summary import counters  # noqa: E402
-from schemas.kafka_message import KAFKA_MESSAGE  # noqa: E402
-from transforms.decode import NAMESPACE, DecodeLedgerEvents, decode_ledger_batch  # noqa: E402
-from transforms.kafka import ReadKafkaRanges  # noqa: E402
-from transforms.kafka_config import consumer_config, producer_config  # noqa: E402
-from transforms.kafka_offsets import plan_read  # noqa: E402
+from pipelines.broker import EmbeddedBroker
+from pipelines.run_summary import counters
+from schemas.kafka_message import KAFKA_MESSAGE
+from transforms.decode import NAMESPACE, DecodeLedgerEvents, decode_ledger_batch
+from transforms.kafka import ReadKafkaRanges
+from transforms.kafka_config import consumer_config, producer_config
+from transforms.kafka_offsets import plan_read
 
 TOPIC = "bench.ledger"
 BASE_MS = 1_795_132_800_000  # 2026-11-20T00:00:00Z
@@ -41,13 +37,23 @@ def event(i: int) -> bytes:
     ms = BASE_MS + (i * 86_400_000) // 1_000_000 % 86_400_000
     seconds, millis = divmod(ms, 1000)
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
-    return json.dumps({
-        "event_id": f"evt_{i:012d}", "event_type": "charge.succeeded", "occurred_at": stamp,
-        "order_id": f"ord_{i:012d}", "stripe_object_id": f"ch_3Q{i:022d}",
-        "payment_intent_id": f"pi_3Q{i:022d}", "amount": 1000 + i % 50_000, "currency": "eur",
-        "idempotency_key": f"idem_{i:020d}", "customer_id": f"cus_{i % 90_000:010d}",
-        "payment_method_type": "card", "country": "DE", "metadata": {"channel": "web"},
-    }).encode()
+    return json.dumps(
+        {
+            "event_id": f"evt_{i:012d}",
+            "event_type": "charge.succeeded",
+            "occurred_at": stamp,
+            "order_id": f"ord_{i:012d}",
+            "stripe_object_id": f"ch_3Q{i:022d}",
+            "payment_intent_id": f"pi_3Q{i:022d}",
+            "amount": 1000 + i % 50_000,
+            "currency": "eur",
+            "idempotency_key": f"idem_{i:020d}",
+            "customer_id": f"cus_{i % 90_000:010d}",
+            "payment_method_type": "card",
+            "country": "DE",
+            "metadata": {"channel": "web"},
+        }
+    ).encode()
 
 
 def publish(bootstrap: str, n: int, partitions: int) -> int:
@@ -61,8 +67,9 @@ def publish(bootstrap: str, n: int, partitions: int) -> int:
         size += len(value)
         while True:
             try:
-                producer.produce(TOPIC, value=value, key=f"ord_{i:012d}".encode(),
-                                 partition=i % partitions)
+                producer.produce(
+                    TOPIC, value=value, key=f"ord_{i:012d}".encode(), partition=i % partitions
+                )
                 break
             except BufferError:
                 producer.poll(0.05)
@@ -80,12 +87,17 @@ def plain_loop(bootstrap: str, partitions: int, batch: int) -> int:
     while len(done) < partitions:
         msgs = [m for m in consumer.consume(batch, timeout=1.0) if _keep(m, done)]
         if msgs:
-            table = pa.Table.from_pydict({
-                "topic": [m.topic() for m in msgs], "partition": [m.partition() for m in msgs],
-                "offset": [m.offset() for m in msgs],
-                "timestamp": [m.timestamp()[1] for m in msgs],
-                "key": [m.key() for m in msgs], "value": [m.value() for m in msgs],
-            }, schema=KAFKA_MESSAGE)
+            table = pa.Table.from_pydict(
+                {
+                    "topic": [m.topic() for m in msgs],
+                    "partition": [m.partition() for m in msgs],
+                    "offset": [m.offset() for m in msgs],
+                    "timestamp": [m.timestamp()[1] for m in msgs],
+                    "key": [m.key() for m in msgs],
+                    "value": [m.value() for m in msgs],
+                },
+                schema=KAFKA_MESSAGE,
+            )
             rows += decode_ledger_batch(table, job="bench").events.num_rows
     consumer.close()
     return rows
@@ -101,8 +113,11 @@ def _keep(msg, done: set) -> bool:
 def beam_read(bootstrap: str, beam_args: list[str]) -> int:
     plan = plan_read(bootstrap, [TOPIC])
     pipeline = beam.Pipeline(options=PipelineOptions(beam_args))
-    _ = (pipeline | "Read" >> ReadKafkaRanges(bootstrap, plan)
-         | "Decode" >> DecodeLedgerEvents(job="bench"))
+    _ = (
+        pipeline
+        | "Read" >> ReadKafkaRanges(bootstrap, plan)
+        | "Decode" >> DecodeLedgerEvents(job="bench")
+    )
     result = pipeline.run()
     result.wait_until_finish()
     return counters(result, NAMESPACE).get("events_out", 0)
@@ -119,27 +134,44 @@ def timed(label: str, fn, n: int) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--partitions", type=int, default=4)
     args = parser.parse_args()
     logging.getLogger("apache_beam").setLevel(logging.ERROR)
     with EmbeddedBroker() as broker:
         bootstrap = broker.bootstrap_servers
-        print(f"publishing {args.events:,} events to {args.partitions} partitions ...",
-              flush=True)
+        print(f"publishing {args.events:,} events to {args.partitions} partitions ...", flush=True)
         size = publish(bootstrap, args.events, args.partitions)
         print(f"events of ~{size} bytes; reading them back and decoding to Arrow:")
-        plain = timed("plain confluent-kafka loop + decode", lambda: plain_loop(
-            bootstrap, args.partitions, 20_000), args.events)
-        one = timed("Beam read + decode (DirectRunner)", lambda: beam_read(
-            bootstrap, ["--runner=DirectRunner"]), args.events)
-        two = timed("Beam read + decode (2 worker processes)", lambda: beam_read(
-            bootstrap, ["--runner=DirectRunner", "--direct_num_workers=2",
-                        "--direct_running_mode=multi_processing"]), args.events)
-    print(f"ratio Beam/plain: {one / plain:.2f}x in one process, {two / plain:.2f}x with 2 "
-          "workers (target: within 2x)")
+        plain = timed(
+            "plain confluent-kafka loop + decode",
+            lambda: plain_loop(bootstrap, args.partitions, 20_000),
+            args.events,
+        )
+        one = timed(
+            "Beam read + decode (DirectRunner)",
+            lambda: beam_read(bootstrap, ["--runner=DirectRunner"]),
+            args.events,
+        )
+        two = timed(
+            "Beam read + decode (2 worker processes)",
+            lambda: beam_read(
+                bootstrap,
+                [
+                    "--runner=DirectRunner",
+                    "--direct_num_workers=2",
+                    "--direct_running_mode=multi_processing",
+                ],
+            ),
+            args.events,
+        )
+    print(
+        f"ratio Beam/plain: {one / plain:.2f}x in one process, {two / plain:.2f}x with 2 "
+        "workers (target: within 2x)"
+    )
     return 0
 
 
