@@ -52,7 +52,7 @@ def check_event(obj: Any) -> Invalid | int:
     """``Invalid(reason, detail)``, or the event's ``occurred_at`` in epoch microseconds."""
     if not isinstance(obj, dict):
         return Invalid(Reason.NOT_AN_OBJECT, f"expected a JSON object, got {type(obj).__name__}")
-    if not _REQUIRED_KEYS <= obj.keys():
+    if not obj.keys() >= _REQUIRED_KEYS:
         missing = next(name for name in REQUIRED_FIELDS if name not in obj)
         return Invalid(Reason.MISSING_FIELD, f"{missing} is missing")
     for name in REQUIRED_STRINGS:
