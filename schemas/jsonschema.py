@@ -26,6 +26,13 @@ def _type_of(t: pa.DataType) -> dict[str, Any]:
         return {"type": "string", "format": "date-time"}
     if pa.types.is_map(t):
         return {"type": "object", "additionalProperties": _type_of(t.item_type)}
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return {"type": "array", "items": _type_of(t.value_type)}
+    if pa.types.is_struct(t):
+        return {
+            "type": "object",
+            "properties": {t.field(i).name: _type_of(t.field(i).type) for i in range(t.num_fields)},
+        }
     if pa.types.is_string(t) or pa.types.is_large_string(t):
         return {"type": "string"}
     if pa.types.is_binary(t):
