@@ -1,0 +1,95 @@
+"""Warehouse tables: one definition each, shared by DuckDB, BigQuery and Snowflake.
+
+A ``TableDef`` names the table, its pyarrow schema (columns, types, docs), its primary key
+(every load is an upsert on it, so reruns never duplicate a row), and how a warehouse that
+supports it should partition (by day) and cluster the table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from schemas.balance_transaction import BALANCE_TRANSACTION_V1
+from schemas.discrepancy import DISCREPANCY_V1
+from schemas.fields import UTC_MICROS, field, versioned
+from schemas.kafka_message import with_provenance
+from schemas.ledger_event import LEDGER_EVENT_V1
+
+
+@dataclass(frozen=True)
+class TableDef:
+    name: str
+    schema: pa.Schema
+    primary_key: tuple[str, ...]
+    partition_by: str | None = None
+    cluster_by: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        missing = [c for c in (*self.primary_key, *self.cluster_by) if c not in self.schema.names]
+        if self.partition_by and self.partition_by not in self.schema.names:
+            missing.append(self.partition_by)
+        if missing:
+            raise ValueError(f"table {self.name}: unknown key columns {missing}")
+
+
+RECON_RUN_V1 = versioned(
+    "recon_run",
+    1,
+    [
+        field("run_id", pa.string(), "Deterministic id of the run: job, window and inputs."),
+        field("job", pa.string(), "reconcile, repair, telemetry ..."),
+        field("window_start", UTC_MICROS, "Start of the window, inclusive."),
+        field("window_end", UTC_MICROS, "End of the window, exclusive."),
+        field("started_at", UTC_MICROS, "When this attempt started."),
+        field("finished_at", UTC_MICROS, "When this attempt finished."),
+        field("status", pa.string(), "succeeded, discrepancies_over_threshold, failed."),
+        field("stripe_source", pa.string(), "api, or the export file name."),
+        field(
+            "offsets",
+            pa.string(),
+            "JSON: the Kafka offset ranges read per topic partition (repeatable).",
+        ),
+        field("messages_in", pa.int64(), "Kafka messages in the window."),
+        field("events_out", pa.int64(), "Ledger events decoded."),
+        field("dead_letters", pa.int64(), "Messages dead-lettered."),
+        field("dead_letters_by_reason", pa.string(), "JSON object: reason -> count."),
+        field("stripe_rows", pa.int64(), "Stripe balance transactions read."),
+        field("matched", pa.int64(), "Ledger events matched to a balance transaction."),
+        field("pending", pa.int64(), "Items not yet settled (not discrepancies)."),
+        field("discrepancies", pa.int64(), "Discrepancies found."),
+        field("discrepancies_by_kind", pa.string(), "JSON object: kind -> count."),
+        field("totals", pa.string(), "JSON: per currency, both sides, minor units."),
+        field("dq_failures", pa.int64(), "Data-quality expectations that failed."),
+    ],
+    doc="One row per reconciliation run.",
+)
+
+TABLES: dict[str, TableDef] = {
+    t.name: t
+    for t in (
+        TableDef("recon_runs", RECON_RUN_V1, ("run_id",), "window_start", ("job",)),
+        TableDef(
+            "recon_discrepancies",
+            DISCREPANCY_V1,
+            ("discrepancy_id",),
+            "window_start",
+            ("kind", "currency"),
+        ),
+        TableDef(
+            "fact_ledger_events",
+            with_provenance(LEDGER_EVENT_V1),
+            ("event_id",),
+            "occurred_at",
+            ("currency", "event_type"),
+        ),
+        TableDef(
+            "fact_balance_transactions",
+            BALANCE_TRANSACTION_V1,
+            ("balance_transaction_id",),
+            "created",
+            ("currency", "reporting_category"),
+        ),
+    )
+}

@@ -1,0 +1,10 @@
+"""Warehouse sinks: one interface, an implementation per warehouse, chosen by URL.
+
+``duckdb:///path.duckdb`` (the embedded default); BigQuery and Snowflake join with the
+warehouse issue. Every load is an upsert on the table's primary key inside one transaction,
+so a rerun never duplicates a row and a failed load leaves nothing half-written.
+"""
+
+from transforms.warehouse.base import Warehouse, WarehouseError, open_warehouse
+
+__all__ = ["Warehouse", "WarehouseError", "open_warehouse"]

@@ -1,0 +1,117 @@
+"""The embedded DuckDB warehouse (``duckdb:///path.duckdb``), the local default."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from urllib.parse import urlparse
+
+import duckdb
+import pyarrow as pa
+
+from schemas.fields import doc_of
+from schemas.tables import TableDef
+from transforms.warehouse.base import IncompatibleSchema, Warehouse, WarehouseError
+from transforms.warehouse.ddl import duckdb_type
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class DuckDBWarehouse(Warehouse):
+    """One DuckDB file. Loads run in one transaction and upsert on primary keys."""
+
+    def __init__(self, path: Path | str):
+        self.path = str(path)
+        try:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self._con = duckdb.connect(self.path)
+        except (OSError, duckdb.Error) as exc:
+            raise WarehouseError(f"cannot open DuckDB file {self.path}: {exc}") from exc
+        self._con.execute("SET TimeZone = 'UTC'")
+
+    @classmethod
+    def from_url(cls, url: str) -> DuckDBWarehouse:
+        parts = urlparse(url)
+        path = (parts.netloc + parts.path) if parts.netloc else parts.path
+        if not path:
+            raise ValueError(f"--warehouse {url!r}: expected duckdb:///path/to/file.duckdb")
+        return cls(path)
+
+    def _columns(self, name: str) -> dict[str, str]:
+        rows = self._con.execute(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_name = ? ORDER BY ordinal_position",
+            [name],
+        ).fetchall()
+        return {c: t for c, t in rows}
+
+    def ensure(self, table: TableDef) -> None:
+        existing = self._columns(table.name)
+        wanted = {f.name: duckdb_type(f.type) for f in table.schema}
+        if not existing:
+            cols = [f"{_quote(n)} {t}" for n, t in wanted.items()]
+            cols.append(f"PRIMARY KEY ({', '.join(map(_quote, table.primary_key))})")
+            self._con.execute(f"CREATE TABLE {_quote(table.name)} ({', '.join(cols)})")
+            for f in table.schema:
+                if doc_of(f):
+                    self._con.execute(
+                        f"COMMENT ON COLUMN {_quote(table.name)}.{_quote(f.name)} IS "
+                        + "'"
+                        + doc_of(f).replace("'", "''")
+                        + "'"
+                    )
+            return
+        changed = [n for n, t in wanted.items() if n in existing and existing[n] != t]
+        dropped = [n for n in existing if n not in wanted]
+        if changed or dropped:
+            raise IncompatibleSchema(
+                f"table {table.name} in {self.path} has an incompatible schema: "
+                f"changed types {changed}, columns no longer in the schema {dropped}; "
+                "payrecon only migrates additive changes (new nullable columns)"
+            )
+        for name, type_ in wanted.items():
+            if name not in existing:
+                self._con.execute(
+                    f"ALTER TABLE {_quote(table.name)} ADD COLUMN {_quote(name)} {type_}"
+                )
+
+    def load(self, batches: Mapping[TableDef, pa.Table]) -> None:
+        for table in batches:
+            self.ensure(table)
+        try:
+            self._con.execute("BEGIN TRANSACTION")
+            for table, rows in batches.items():
+                self._upsert(table, rows)
+            self._con.execute("COMMIT")
+        except (duckdb.Error, pa.ArrowException, ValueError) as exc:
+            self._con.execute("ROLLBACK")
+            raise WarehouseError(
+                f"loading into {self.path} failed, nothing written: {exc}"
+            ) from exc
+
+    def _upsert(self, table: TableDef, rows: pa.Table) -> None:
+        if rows.num_rows == 0:
+            return
+        rows = rows.select(table.schema.names).cast(table.schema)
+        view = f"stage_{uuid.uuid4().hex}"
+        self._con.register(view, rows)
+        try:
+            cols = ", ".join(map(_quote, table.schema.names))
+            # Within one load a key may repeat (at-least-once input): keep one row per key.
+            keys = ", ".join(map(_quote, table.primary_key))
+            self._con.execute(
+                f"INSERT OR REPLACE INTO {_quote(table.name)} ({cols}) "
+                f"SELECT {cols} FROM {view} QUALIFY row_number() OVER (PARTITION BY {keys}) = 1"
+            )
+        finally:
+            self._con.unregister(view)
+
+    def query_arrow(self, sql: str) -> pa.Table:
+        return self._con.sql(sql).to_arrow_table()
+
+    def close(self) -> None:
+        self._con.close()
