@@ -55,8 +55,8 @@ setup(
         "with dead letters, data quality and warehouse loads."
     ),
     python_requires=">=3.11,<3.12",
-    packages=find_packages(include=["pipelines*", "transforms*", "schemas*"]),
-    package_data={"schemas": ["*.json"]},
+    packages=find_packages(include=["pipelines*", "transforms*", "schemas*", "expectations"]),
+    package_data={"schemas": ["*.json"], "expectations": ["*.json"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
     entry_points={"console_scripts": ["payrecon=pipelines.cli:main"]},
