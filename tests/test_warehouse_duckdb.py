@@ -100,3 +100,17 @@ def test_unknown_warehouse_url_names_what_is_allowed_without_credentials():
         open_warehouse("postgres://user:hunter2@db/x")
     assert "hunter2" not in str(err.value)
     assert redact("snowflake://me:secret@acct/db/s") == "snowflake://acct/db/s"
+
+
+def test_staged_parquet_files_load_as_an_upsert(tmp_path):
+    import pyarrow.parquet as pq
+
+    from transforms.warehouse import ParquetFiles
+
+    first, second = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    pq.write_table(rows(("a", 1), ("b", 2)), first)
+    pq.write_table(rows(("b", 2), ("c", 3)), second)
+    with open_warehouse(f"duckdb:///{tmp_path}/w.duckdb") as wh:
+        wh.load({ITEMS: ParquetFiles((str(first), str(second)))})
+        wh.load({ITEMS: ParquetFiles((str(second),))})
+        assert [r["id"] for r in content(wh)] == ["a", "b", "c"]

@@ -5,6 +5,6 @@ warehouse issue. Every load is an upsert on the table's primary key inside one t
 so a rerun never duplicates a row and a failed load leaves nothing half-written.
 """
 
-from transforms.warehouse.base import Warehouse, WarehouseError, open_warehouse
+from transforms.warehouse.base import ParquetFiles, Warehouse, WarehouseError, open_warehouse
 
-__all__ = ["Warehouse", "WarehouseError", "open_warehouse"]
+__all__ = ["ParquetFiles", "Warehouse", "WarehouseError", "open_warehouse"]

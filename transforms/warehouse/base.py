@@ -5,6 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from types import TracebackType
+from typing import NamedTuple, TypeAlias
 from urllib.parse import urlparse
 
 import pyarrow as pa
@@ -20,6 +21,16 @@ class IncompatibleSchema(WarehouseError):
     """An existing table cannot take the new schema without breaking it (exit code 2)."""
 
 
+class ParquetFiles(NamedTuple):
+    """Rows staged as Parquet files: warehouses load these natively (a DuckDB scan, a
+    BigQuery load job, a Snowflake PUT + COPY) without passing through Python."""
+
+    paths: tuple[str, ...]
+
+
+Rows: TypeAlias = pa.Table | ParquetFiles
+
+
 class Warehouse(ABC):
     """Loads Arrow tables into warehouse tables, atomically, by upsert on primary keys."""
 
@@ -28,7 +39,7 @@ class Warehouse(ABC):
         """Create the table, or add the columns the schema gained; refuse breaking changes."""
 
     @abstractmethod
-    def load(self, batches: Mapping[TableDef, pa.Table]) -> None:
+    def load(self, batches: Mapping[TableDef, Rows]) -> None:
         """Upsert every table's rows in one transaction: all are visible, or none."""
 
     @abstractmethod

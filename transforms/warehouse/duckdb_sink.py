@@ -12,7 +12,13 @@ import pyarrow as pa
 
 from schemas.fields import doc_of
 from schemas.tables import TableDef
-from transforms.warehouse.base import IncompatibleSchema, Warehouse, WarehouseError
+from transforms.warehouse.base import (
+    IncompatibleSchema,
+    ParquetFiles,
+    Rows,
+    Warehouse,
+    WarehouseError,
+)
 from transforms.warehouse.ddl import duckdb_type
 
 
@@ -79,7 +85,7 @@ class DuckDBWarehouse(Warehouse):
                     f"ALTER TABLE {_quote(table.name)} ADD COLUMN {_quote(name)} {type_}"
                 )
 
-    def load(self, batches: Mapping[TableDef, pa.Table]) -> None:
+    def load(self, batches: Mapping[TableDef, Rows]) -> None:
         for table in batches:
             self.ensure(table)
         try:
@@ -93,22 +99,31 @@ class DuckDBWarehouse(Warehouse):
                 f"loading into {self.path} failed, nothing written: {exc}"
             ) from exc
 
-    def _upsert(self, table: TableDef, rows: pa.Table) -> None:
+    def _upsert(self, table: TableDef, rows: Rows) -> None:
+        if isinstance(rows, ParquetFiles):
+            if not rows.paths:
+                return
+            files = ", ".join("'" + p.replace("'", "''") + "'" for p in rows.paths)
+            self._insert_or_replace(table, f"read_parquet([{files}], union_by_name = true)")
+            return
         if rows.num_rows == 0:
             return
         rows = rows.select(table.schema.names).cast(table.schema)
         view = f"stage_{uuid.uuid4().hex}"
         self._con.register(view, rows)
         try:
-            cols = ", ".join(map(_quote, table.schema.names))
-            # Within one load a key may repeat (at-least-once input): keep one row per key.
-            keys = ", ".join(map(_quote, table.primary_key))
-            self._con.execute(
-                f"INSERT OR REPLACE INTO {_quote(table.name)} ({cols}) "
-                f"SELECT {cols} FROM {view} QUALIFY row_number() OVER (PARTITION BY {keys}) = 1"
-            )
+            self._insert_or_replace(table, view)
         finally:
             self._con.unregister(view)
+
+    def _insert_or_replace(self, table: TableDef, source: str) -> None:
+        cols = ", ".join(map(_quote, table.schema.names))
+        # Within one load a key may repeat (at-least-once input): keep one row per key.
+        keys = ", ".join(map(_quote, table.primary_key))
+        self._con.execute(
+            f"INSERT OR REPLACE INTO {_quote(table.name)} ({cols}) "
+            f"SELECT {cols} FROM {source} QUALIFY row_number() OVER (PARTITION BY {keys}) = 1"
+        )
 
     def query_arrow(self, sql: str) -> pa.Table:
         return self._con.sql(sql).to_arrow_table()
