@@ -236,7 +236,7 @@ VIOLATIONS = [
     (
         LEDGER_EVENTS,
         {3: {"event_id": "ev_1"}},
-        "expect_column_values_to_be_unique(event_id)",
+        "expect_column_values_to_be_between(event_id_conflicts)",
         [1, 3],
     ),
     (LEDGER_EVENTS, {2: {"event_id": None}}, "expect_column_values_to_not_be_null(event_id)", [2]),
@@ -438,23 +438,29 @@ def test_quarantine_sets_aside_only_failing_rows_with_every_reason():
     ]
 
 
+def test_an_exact_redelivered_copy_is_not_a_conflicting_event_id():
+    clean = batch(LEDGER_EVENTS)
+    redelivered = pa.concat_tables([clean, clean.slice(2, 1)])
+    assert validate(LEDGER_EVENTS, redelivered, PARAMS).success
+
+
 def test_results_are_one_dq_result_row_per_expectation_with_a_stable_batch_id():
     table = batch(LEDGER_EVENTS, {3: {"event_id": "ev_1"}})
     result = validate(LEDGER_EVENTS, table, PARAMS)
     rows = results_table(result, "run-1", W1).to_pylist()
     assert results_table(result, "run-1", W1).schema == DQ_RESULT_V1
     assert len(rows) == len(suite_json(LEDGER_EVENTS)["expectations"])
-    [unique] = [r for r in rows if r["expectation"] == "expect_column_values_to_be_unique"]
+    [unique] = [r for r in rows if r["columns"] == "event_id_conflicts"]
     assert unique | {"validated_at": None} == unique | {
         "run_id": "run-1",
         "suite": LEDGER_EVENTS,
         "dataset": "ledger_events",
-        "columns": "event_id",
+        "columns": "event_id_conflicts",
         "success": False,
         "unexpected_count": 2,
         "evaluated_count": 6,
         "batch_rows": 6,
-        "unexpected_sample": '[{"row": 1, "value": "ev_1"}, {"row": 3, "value": "ev_1"}]',
+        "unexpected_sample": '[{"row": 1, "value": 1}, {"row": 3, "value": 1}]',
         "on_failure": "quarantine",
         "validated_at": None,
     }

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from functools import reduce
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -42,7 +43,21 @@ def _fee_details_total(table: pa.Table) -> pa.Array:
     return pa.array(totals, type=pa.int64(), mask=details.is_null().to_numpy(zero_copy_only=False))
 
 
+def _event_id_conflicts(table: pa.Table) -> pa.Array:
+    """Per row, how many *other* versions of its ``event_id`` the batch holds: 0 for a unique
+    id and for exact redelivered copies (Kafka is at-least-once; the matcher drops those),
+    more when one id carries different contents, which is a real data problem."""
+    content = table.drop_columns([c for c in table.column_names if c.startswith("kafka_")])
+    frame = pl.from_arrow(content)
+    assert isinstance(frame, pl.DataFrame)
+    versions = pl.DataFrame({"event_id": frame["event_id"], "row": frame.hash_rows()}).select(
+        (pl.col("row").n_unique().over("event_id") - 1).cast(pl.Int64)
+    )
+    return versions.to_series().to_arrow()
+
+
 DERIVATIONS: dict[str, Derivation] = {
+    "event_id_conflicts": Derivation(("event_id",), _event_id_conflicts),
     "amount_minus_fee": Derivation(
         ("amount", "fee"), lambda t: pc.subtract(t.column("amount"), t.column("fee"))
     ),
