@@ -110,6 +110,10 @@ _FATES = (
     ("discrepancies", "reported in a discrepancy"),
     ("pending", "not yet settled, not a discrepancy"),
     ("dead_letters", "dead-lettered or quarantined"),
+    (
+        "other",
+        "accounted for without a finding: margins, redelivered copies, failures, out of scope",
+    ),
 )
 
 
@@ -139,7 +143,8 @@ CONSERVATION_V1 = versioned(
         *_fate_fields(),
     ],
     doc="Per currency, where every record read went: "
-    "<side>_in = <side>_matched + <side>_discrepancies + <side>_pending + <side>_dead_letters, "
+    "<side>_in = <side>_matched + <side>_discrepancies + <side>_pending + <side>_dead_letters "
+    "+ <side>_other, "
     "for counts and for sums of amounts. Validated by the reconciliation_invariants suite.",
 )
 

@@ -130,6 +130,7 @@ def conservation_rows() -> list[dict]:
     def side(prefix: str, matched: int, disc: int, pending: int, dead: int, unit: int) -> dict:
         counts = {"matched": matched, "discrepancies": disc, "pending": pending}
         counts["dead_letters"] = dead
+        counts["other"] = 1
         counts["in"] = sum(counts.values())
         row = {f"{prefix}_{k}": v for k, v in counts.items()}
         return row | {f"{prefix}_{k}_amount": v * unit for k, v in counts.items()}
@@ -331,7 +332,7 @@ VIOLATIONS = [
     ),
     (
         RECONCILIATION_INVARIANTS,
-        {2: {"stripe_in": 101}},
+        {2: {"stripe_in": 102}},
         "expect_column_pair_values_to_be_equal(stripe_in,stripe_out)",
         [2],
     ),

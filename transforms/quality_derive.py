@@ -17,8 +17,9 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-_LEDGER_FATES = ("ledger_matched", "ledger_discrepancies", "ledger_pending", "ledger_dead_letters")
-_STRIPE_FATES = ("stripe_matched", "stripe_discrepancies", "stripe_pending", "stripe_dead_letters")
+_FATES = ("matched", "discrepancies", "pending", "dead_letters", "other")
+_LEDGER_FATES = tuple(f"ledger_{fate}" for fate in _FATES)
+_STRIPE_FATES = tuple(f"stripe_{fate}" for fate in _FATES)
 
 
 @dataclass(frozen=True)
