@@ -128,3 +128,20 @@ def test_a_recorded_plan_repeats_the_read_exactly_after_more_data_arrived(broker
 def test_planning_an_unknown_topic_names_it(broker):
     with pytest.raises(BadReadRequest, match="no-such-topic"):
         plan_read(broker.bootstrap_servers, ["no-such-topic"])
+
+
+def test_forward_only_commit_never_moves_a_group_backwards(broker):
+    topic = new_topic(broker.bootstrap_servers, partitions=1)
+    group = f"g-{topic}"
+    produce(
+        broker.bootstrap_servers,
+        topic,
+        [(f"k{i}".encode(), b"{}", millis(DAY) + i) for i in range(50)],
+    )
+    everything = plan_read(broker.bootstrap_servers, [topic])
+    commit_offsets(broker.bootstrap_servers, group, everything.ranges)
+    older = plan_read(broker.bootstrap_servers, [topic], None, DAY + timedelta(milliseconds=10))
+    older_ranges = [type(r)(r.topic, r.partition, 0, 10) for r in older.ranges]
+    commit_offsets(broker.bootstrap_servers, group, older_ranges, forward_only=True)
+    again = plan_read(broker.bootstrap_servers, [topic], group_id=group)
+    assert [(r.start, r.stop) for r in again.ranges] == [(50, 50)]

@@ -175,18 +175,31 @@ def commit_offsets(
     group_id: str,
     ranges: Iterable[PartitionRange],
     consumer_overrides: dict | None = None,
+    *,
+    forward_only: bool = False,
+    timeout: float = 30.0,
 ) -> None:
     """Commit, for ``group_id``, the position after every range a run read.
 
     Call this only after the run's sinks succeeded: never from a checkpoint or bundle
     finalization callback, which on the local runner fire while the data is still only in
-    memory. Committing is idempotent (the same run commits the same offsets).
+    memory. Committing is idempotent (the same run commits the same offsets). With
+    ``forward_only``, a partition whose committed offset is already further is left alone,
+    so a backfill of an old window never moves a group backwards.
     """
     offsets = [TopicPartition(r.topic, r.partition, r.stop) for r in ranges]
     if not offsets:
         return
     consumer = Consumer(consumer_config(bootstrap_servers, group_id, consumer_overrides))
     try:
+        if forward_only:
+            current = {
+                (tp.topic, tp.partition): tp.offset
+                for tp in consumer.committed(offsets, timeout=timeout)
+            }
+            offsets = [tp for tp in offsets if tp.offset > current[(tp.topic, tp.partition)]]
+            if not offsets:
+                return
         results = consumer.commit(offsets=offsets, asynchronous=False)
         failed = [tp for tp in results or [] if tp.error is not None]
         if failed:
