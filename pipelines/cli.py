@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("pipelines.generate", "Generate a synthetic ledger day and Stripe export."),
     "publish": ("pipelines.publish", "Publish JSON lines to a Kafka topic."),
     "read": ("pipelines.read", "Read and decode a topic window; print the counts."),
+    "reconcile": ("pipelines.reconcile", "Reconcile a ledger window against Stripe."),
 }
 
 USAGE = "usage: payrecon <command> [options]   (payrecon <command> --help for its options)"

@@ -1,12 +1,9 @@
-"""``payrecon demo``: the whole pipeline on embedded defaults, no configuration, no network.
+"""``payrecon demo``: the whole reconciliation on embedded defaults, no configuration.
 
-Starts the embedded broker, generates a realistic ledger day with known discrepancies and
-malformed messages, publishes it to ``ledger.transactions``, reads the day back through the
-Beam bounded read and decode (dead letters to ``ledger.transactions.dlq``), commits the
-offsets it read, and prints what it found beside the generator's answer key.
-
-The reconciliation against the Stripe export joins this run as that job is built; for now
-the demo proves the foundation: every message is accounted for, in = out + dead letters.
+Generates a realistic ledger day with every kind of discrepancy injected (and malformed
+messages), starts the embedded broker, publishes the day to ``ledger.transactions``, runs
+``payrecon reconcile`` against the generated Stripe export into a DuckDB file, and checks
+what the job found against the generator's answer key.
 """
 
 from __future__ import annotations
@@ -16,19 +13,18 @@ import json
 import logging
 import sys
 import time
-from datetime import UTC, date, datetime, timedelta
+from datetime import date
 from pathlib import Path
 
-from apache_beam.options.pipeline_options import PipelineOptions
+import duckdb
 
 from pipelines.broker import EmbeddedBroker
 from pipelines.publish import publish_lines
-from pipelines.read import ReadOptions, run_read
+from pipelines.reconcile import main as reconcile
 from pipelines.synthetic.day import GenerateConfig, generate_day
 
 DEMO_DAY = date(2026, 11, 20)
 TOPIC = "ledger.transactions"
-GROUP = "payrecon-demo"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,13 +43,9 @@ def _parser() -> argparse.ArgumentParser:
         "--out",
         type=Path,
         default=Path("demo-output"),
-        help="Directory for the generated files (default: %(default)s).",
+        help="Directory for the generated files and the DuckDB warehouse (default: %(default)s).",
     )
-    parser.add_argument(
-        "--bootstrap-servers",
-        default=None,
-        help="Use this broker instead of starting the embedded one.",
-    )
+    parser.add_argument("--seed", type=int, default=1, help="Generator seed (default: 1).")
     return parser
 
 
@@ -75,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             events=args.events,
             discrepancy_rate=0.01,
             out=args.out,
+            seed=args.seed,
             malformed_rate=0.002,
         )
     )
@@ -84,68 +77,78 @@ def main(argv: list[str] | None = None) -> int:
         f"{day.stripe_rows:,} Stripe balance transactions, "
         f"{day.discrepancies:,} injected discrepancies ({time.perf_counter() - started:.1f} s)"
     )
-    if args.bootstrap_servers:
-        return _run(args.bootstrap_servers, day, key)
     _step("starting the embedded Kafka-compatible broker")
     with EmbeddedBroker() as broker:
         print(f"    listening on {broker.bootstrap_servers}")
-        return _run(broker.bootstrap_servers, day, key)
+        started = _step(f"publishing {day.ledger_path} to {TOPIC}")
+        with day.ledger_path.open("rb") as lines:
+            published = publish_lines(broker.bootstrap_servers, TOPIC, lines)
+        if not published.ok:
+            print(f"payrecon demo: {published.failed} messages not acknowledged", file=sys.stderr)
+            return 3
+        print(
+            f"    {published.published:,} messages acknowledged "
+            f"({time.perf_counter() - started:.1f} s)"
+        )
+        warehouse = (args.out / "payrecon.duckdb").resolve()
+        _step(f"payrecon reconcile, DuckDB warehouse {warehouse}")
+        code = reconcile(
+            [
+                "--bootstrap-servers",
+                broker.bootstrap_servers,
+                "--window-start",
+                key["window"]["start"],
+                "--window-end",
+                key["window"]["end"],
+                "--stripe-source",
+                str(day.stripe_path),
+                "--warehouse",
+                f"duckdb:///{warehouse}",
+                "--as-of",
+                key["report_as_of"],
+            ]
+        )
+    if code != 0:
+        return code
+    return _check_against_key(warehouse, key)
 
 
-def _run(bootstrap: str, day, key: dict) -> int:
-    started = _step(f"publishing {day.ledger_path} to {TOPIC}")
-    with day.ledger_path.open("rb") as lines:
-        published = publish_lines(bootstrap, TOPIC, lines)
-    if not published.ok:
-        print(f"payrecon demo: {published.failed} messages were not acknowledged", file=sys.stderr)
-        return 3
-    print(
-        f"    {published.published:,} messages acknowledged ({time.perf_counter() - started:.1f} s)"
-    )
+def _finding(kind: str, order_id: str | None, stripe_object_id: str | None) -> tuple:
+    return (kind, order_id if kind == "duplicate_charge" else stripe_object_id)
 
-    window_start = datetime(DEMO_DAY.year, DEMO_DAY.month, DEMO_DAY.day, tzinfo=UTC)
-    window_end = window_start + timedelta(days=1)
-    started = _step(
-        f"reading [{window_start:%Y-%m-%dT%H:%MZ}, {window_end:%Y-%m-%dT%H:%MZ}) "
-        "through the Beam bounded read and decode (DirectRunner)"
-    )
-    options = PipelineOptions(
-        [
-            "--bootstrap-servers",
-            bootstrap,
-            "--topic",
-            TOPIC,
-            "--group-id",
-            GROUP,
-            "--commit",
-            "--window-start",
-            window_start.isoformat(),
-            "--window-end",
-            window_end.isoformat(),
-        ]
-    ).view_as(ReadOptions)
-    summary = run_read(options, ["--runner=DirectRunner"])
-    print(f"    done in {time.perf_counter() - started:.1f} s\n")
-    print(summary.render())
 
-    expected = key["totals"]["malformed_by_reason"]
-    events_ok = summary.events_out == day.events
-    reasons_ok = summary.dead_letters_by_reason == expected
+def _check_against_key(warehouse: Path, key: dict) -> int:
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        found = {
+            _finding(*r)
+            for r in con.execute(
+                "SELECT kind, order_id, stripe_object_id FROM recon_discrepancies"
+            ).fetchall()
+        }
+        by_reason = json.loads(
+            con.execute("SELECT dead_letters_by_reason FROM recon_runs").fetchone()[0]
+        )
+    expected = {
+        _finding(d["kind"], d["order_id"], d["stripe_object_id"]) for d in key["discrepancies"]
+    }
+    missed, extra = expected - found, found - expected
+    reasons_ok = by_reason == key["totals"]["malformed_by_reason"]
     print("\nagainst the generator's answer key:")
-    print(f"  events decoded = events generated ({day.events:,}): {_yes(events_ok)}")
-    print(f"  dead letters by reason = malformed lines by reason: {_yes(reasons_ok)}")
-    print(f"  counts add up (in = out + dead letters): {_yes(summary.balanced)}")
     print(
-        f"\ninjected discrepancies waiting for the reconciliation job "
-        f"(answer key: {day.answer_key_path}):"
+        f"  discrepancies found {len(found):,} of {len(expected):,} injected; "
+        f"missed {len(missed)}, false positives {len(extra)}"
     )
-    for kind, n in key["totals"]["discrepancies"]["by_kind"].items():
-        print(f"  {kind:<22}{n:>6,}")
-    return 0 if events_ok and reasons_ok and summary.balanced else 1
-
-
-def _yes(ok: bool) -> str:
-    return "yes" if ok else "NO"
+    print(f"  dead letters by reason = malformed lines by reason: {'yes' if reasons_ok else 'NO'}")
+    for kind, ref in sorted(missed)[:5]:
+        print(f"  missed: {kind} {ref}")
+    for kind, ref in sorted(extra)[:5]:
+        print(f"  false positive: {kind} {ref}")
+    print(
+        f"\nthe tables are in {warehouse}, for example:\n"
+        f"  .venv/bin/python -c \"import duckdb; duckdb.connect('{warehouse}', read_only=True)"
+        ".sql('SELECT kind, count(*) FROM recon_discrepancies GROUP BY kind').show()\""
+    )
+    return 0 if not missed and not extra and reasons_ok else 1
 
 
 if __name__ == "__main__":

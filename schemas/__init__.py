@@ -3,13 +3,23 @@
 from schemas.balance_transaction import BALANCE_TRANSACTION_V1
 from schemas.dead_letter import DEAD_LETTER_V1
 from schemas.discrepancy import DISCREPANCY_V1
+from schemas.dq_result import CONSERVATION_V1, DQ_RESULT_V1
 from schemas.ledger_event import LEDGER_EVENT_V1
+from schemas.match import RECON_COUNT_V1, RECON_MATCH_V1, RECON_TOTALS_V1
+from schemas.tables import DAILY_REVENUE_V1, RECON_RUN_V1
 
 REGISTRY = {
     "balance_transaction": BALANCE_TRANSACTION_V1,
     "ledger_event": LEDGER_EVENT_V1,
     "discrepancy": DISCREPANCY_V1,
     "dead_letter": DEAD_LETTER_V1,
+    "recon_match": RECON_MATCH_V1,
+    "recon_count": RECON_COUNT_V1,
+    "recon_totals": RECON_TOTALS_V1,
+    "recon_run": RECON_RUN_V1,
+    "daily_revenue": DAILY_REVENUE_V1,
+    "dq_result": DQ_RESULT_V1,
+    "conservation": CONSERVATION_V1,
 }
 
 __all__ = [

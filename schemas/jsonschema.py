@@ -24,6 +24,11 @@ def _type_of(t: pa.DataType) -> dict[str, Any]:
         return {"type": "boolean"}
     if pa.types.is_timestamp(t):
         return {"type": "string", "format": "date-time"}
+    if pa.types.is_date(t):
+        return {"type": "string", "format": "date"}
+    if pa.types.is_decimal(t):
+        # Exact decimal text: a JSON number would be read as a float by most consumers.
+        return {"type": "string", "pattern": r"^-?\d+(\.\d+)?$"}
     if pa.types.is_map(t):
         return {"type": "object", "additionalProperties": _type_of(t.item_type)}
     if pa.types.is_list(t) or pa.types.is_large_list(t):

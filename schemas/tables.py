@@ -13,9 +13,16 @@ import pyarrow as pa
 
 from schemas.balance_transaction import BALANCE_TRANSACTION_V1
 from schemas.discrepancy import DISCREPANCY_V1
+from schemas.dq_result import (
+    DQ_RESULT_CLUSTER_BY,
+    DQ_RESULT_PARTITION_BY,
+    DQ_RESULT_PRIMARY_KEY,
+    DQ_RESULT_V1,
+)
 from schemas.fields import UTC_MICROS, field, versioned
 from schemas.kafka_message import with_provenance
 from schemas.ledger_event import LEDGER_EVENT_V1
+from schemas.match import RECON_MATCH_V1
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,31 @@ RECON_RUN_V1 = versioned(
     doc="One row per reconciliation run.",
 )
 
+DAILY_REVENUE_V1 = versioned(
+    "daily_revenue",
+    1,
+    [
+        field("day", pa.date32(), "UTC day of the balance transactions' created time."),
+        field("currency", pa.string(), "Settlement currency, ISO 4217 lowercase."),
+        field("transactions", pa.int64(), "Balance transactions that day."),
+        field("gross", pa.int64(), "Charges, minor units."),
+        field("refunds", pa.int64(), "Refunds (negative), minor units."),
+        field("disputes", pa.int64(), "Disputes less reversals (negative), minor units."),
+        field("fees", pa.int64(), "Stripe fees, minor units."),
+        field("net", pa.int64(), "Sum of net, minor units."),
+        field(
+            "gross_major",
+            pa.decimal128(38, 3),
+            "gross in major units, converted with the currency's own exponent.",
+        ),
+        field("refunds_major", pa.decimal128(38, 3), "refunds in major units."),
+        field("disputes_major", pa.decimal128(38, 3), "disputes in major units."),
+        field("fees_major", pa.decimal128(38, 3), "fees in major units."),
+        field("net_major", pa.decimal128(38, 3), "net in major units."),
+    ],
+    doc="Money per UTC day and currency, from the balance transactions (stripe__daily_overview).",
+)
+
 TABLES: dict[str, TableDef] = {
     t.name: t
     for t in (
@@ -90,6 +122,17 @@ TABLES: dict[str, TableDef] = {
             ("balance_transaction_id",),
             "created",
             ("currency", "reporting_category"),
+        ),
+        TableDef(
+            "recon_matches", RECON_MATCH_V1, ("event_id",), "window_start", ("status", "currency")
+        ),
+        TableDef("daily_revenue", DAILY_REVENUE_V1, ("day", "currency"), "day", ("currency",)),
+        TableDef(
+            "dq_results",
+            DQ_RESULT_V1,
+            DQ_RESULT_PRIMARY_KEY,
+            DQ_RESULT_PARTITION_BY,
+            DQ_RESULT_CLUSTER_BY,
         ),
     )
 }

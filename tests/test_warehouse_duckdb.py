@@ -114,3 +114,13 @@ def test_staged_parquet_files_load_as_an_upsert(tmp_path):
         wh.load({ITEMS: ParquetFiles((str(first), str(second)))})
         wh.load({ITEMS: ParquetFiles((str(second),))})
         assert [r["id"] for r in content(wh)] == ["a", "b", "c"]
+
+
+def test_reopening_a_table_of_every_column_type_is_not_a_schema_change(tmp_path):
+    from schemas.tables import TABLES
+
+    url = f"duckdb:///{tmp_path}/w.duckdb"
+    for _ in range(2):
+        with open_warehouse(url) as wh:
+            for table in TABLES.values():
+                wh.ensure(table)

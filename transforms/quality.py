@@ -155,6 +155,8 @@ class ValidateBatches(beam.PTransform):
 
     ``parameters`` are checked when the transform is built, so a missing one is a
     construction error, not a worker failure. ``on_failure`` overrides the suite's action.
+    ``validated_at`` stamps the dq_results rows (a job passes its as-of time, so a rerun
+    writes identical rows); by default the wall clock.
     """
 
     def __init__(
@@ -165,11 +167,12 @@ class ValidateBatches(beam.PTransform):
         *,
         on_failure: OnFailure | str | None = None,
         directory: Path | str | None = None,
+        validated_at: datetime | None = None,
     ):
         super().__init__()
         spec = load_suite(suite_name, directory).with_on_failure(on_failure)
         spec.check_parameters(parameters)
-        self._fn = _ValidateFn(spec, dict(parameters or {}), run_id)
+        self._fn = _ValidateFn(spec, dict(parameters or {}), run_id, validated_at)
 
     def expand(self, batches):
         outputs = batches | "ValidateAgainstSuite" >> beam.ParDo(self._fn).with_outputs(
@@ -179,7 +182,14 @@ class ValidateBatches(beam.PTransform):
 
 
 class _ValidateFn(beam.DoFn):
-    def __init__(self, spec: SuiteSpec, parameters: dict[str, Any], run_id: str):
+    def __init__(
+        self,
+        spec: SuiteSpec,
+        parameters: dict[str, Any],
+        run_id: str,
+        validated_at: datetime | None,
+    ):
+        self._validated_at = validated_at
         self._spec = spec
         self._parameters = parameters
         self._run_id = run_id
@@ -201,7 +211,7 @@ class _ValidateFn(beam.DoFn):
         self.batches.inc()
         self.rows_in.inc(table.num_rows)
         yield beam.pvalue.TaggedOutput(
-            RESULTS, results_table(result, self._run_id, datetime.now(UTC))
+            RESULTS, results_table(result, self._run_id, self._validated_at or datetime.now(UTC))
         )
         if result.success:
             self.rows_passed.inc(table.num_rows)

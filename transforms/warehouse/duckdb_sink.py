@@ -71,7 +71,9 @@ class DuckDBWarehouse(Warehouse):
                         + "'"
                     )
             return
-        changed = [n for n, t in wanted.items() if n in existing and existing[n] != t]
+        changed = [
+            n for n, t in wanted.items() if n in existing and existing[n] != self._canonical(t)
+        ]
         dropped = [n for n in existing if n not in wanted]
         if changed or dropped:
             raise IncompatibleSchema(
@@ -84,6 +86,11 @@ class DuckDBWarehouse(Warehouse):
                 self._con.execute(
                     f"ALTER TABLE {_quote(table.name)} ADD COLUMN {_quote(name)} {type_}"
                 )
+
+    def _canonical(self, type_: str) -> str:
+        """DuckDB's own spelling of a type (TIMESTAMPTZ is TIMESTAMP WITH TIME ZONE ...)."""
+        row = self._con.execute(f"SELECT typeof(CAST(NULL AS {type_}))").fetchone()
+        return str(row[0]) if row else type_
 
     def load(self, batches: Mapping[TableDef, Rows]) -> None:
         for table in batches:

@@ -1,0 +1,276 @@
+"""Running ``payrecon reconcile``: validate the request, run the pipeline, then finish.
+
+The order is what makes a run safe to kill and retry: plan the Kafka offsets, run the Beam
+pipeline (Kafka writes are keyed by deterministic ids, staged files are named by content),
+load the warehouse in one transaction, and only then commit the consumer group's offsets.
+A crash anywhere before the commit leaves a state that the rerun of the same window
+overwrites with identical rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlparse
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipelines.options import UsageError, rfc3339
+from pipelines.reconcile_finish import finish_run
+from schemas.dead_letter import dlq_topic
+from transforms.kafka import ReadKafkaRanges
+from transforms.kafka_admin import ensure_topics
+from transforms.kafka_config import parse_overrides
+from transforms.kafka_offsets import BadReadRequest, BrokerUnavailable, ReadPlan, plan_read
+from transforms.match import MatchConfig
+from transforms.stripe_io import API, ReadStripeBalanceTransactions
+from transforms.warehouse import WarehouseError, open_warehouse
+from transforms.warehouse.base import IncompatibleSchema
+
+_DURATION = re.compile(r"^(\d+)\s*([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_duration(text: str) -> timedelta:
+    """``30s``, ``10m``, ``1h``, ``2d`` (a plain number means seconds)."""
+    text = text.strip()
+    if text.isdigit():
+        return timedelta(seconds=int(text))
+    m = _DURATION.match(text)
+    if not m:
+        raise UsageError(f"--lateness-margin {text!r}: expected a duration like 30s, 10m or 1h")
+    return timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
+
+
+@dataclass(frozen=True)
+class ReconcileRequest:
+    """A checked ``payrecon reconcile`` invocation."""
+
+    bootstrap_servers: str
+    kafka_overrides: dict
+    broker_timeout: float
+    window_start: datetime
+    window_end: datetime
+    margin: timedelta
+    as_of: datetime
+    stripe_source: str
+    stripe_api_base: str | None
+    warehouse: str
+    ledger_topics: tuple[str, ...]
+    discrepancies_topic: str
+    group_id: str
+    max_discrepancies: int | None
+    staging_dir: str | None
+    buckets: int
+    max_payload_bytes: int
+
+    @classmethod
+    def from_args(cls, args, *, now: datetime) -> ReconcileRequest:
+        if args.window_start is None or args.window_end is None:
+            raise UsageError("--window-start and --window-end are required (RFC 3339, UTC)")
+        if args.window_end <= args.window_start:
+            raise UsageError(
+                f"--window-end {args.window_end.isoformat()} is not after "
+                f"--window-start {args.window_start.isoformat()}"
+            )
+        if not args.stripe_source:
+            raise UsageError("--stripe-source is required: api, or an itemized export file")
+        if args.stripe_source != API:
+            _check_export_exists(args.stripe_source)
+        if args.buckets < 1:
+            raise UsageError(f"--buckets must be at least 1, got {args.buckets}")
+        if args.max_discrepancies is not None and args.max_discrepancies < 0:
+            raise UsageError("--max-discrepancies must not be negative")
+        try:
+            overrides = parse_overrides(args.kafka_config)
+            as_of = rfc3339(args.as_of) if args.as_of else now
+        except Exception as exc:  # argparse.ArgumentTypeError or ValueError, both user input
+            raise UsageError(str(exc)) from None
+        return cls(
+            bootstrap_servers=args.bootstrap_servers,
+            kafka_overrides=overrides,
+            broker_timeout=args.broker_timeout,
+            window_start=args.window_start,
+            window_end=args.window_end,
+            margin=parse_duration(args.lateness_margin),
+            as_of=as_of,
+            stripe_source=args.stripe_source,
+            stripe_api_base=args.stripe_api_base,
+            warehouse=args.warehouse,
+            ledger_topics=tuple(args.ledger_topics or ["ledger.transactions"]),
+            discrepancies_topic=args.discrepancies_topic,
+            group_id=args.group_id,
+            max_discrepancies=args.max_discrepancies,
+            staging_dir=args.staging_dir,
+            buckets=args.buckets,
+            max_payload_bytes=args.max_payload_bytes,
+        )
+
+
+def _check_export_exists(pattern: str) -> None:
+    try:
+        found = FileSystems.match([pattern])[0].metadata_list
+    except Exception as exc:  # a filesystem error is a bad path given by the user
+        raise UsageError(f"--stripe-source {pattern!r}: {exc}") from None
+    if not found:
+        raise UsageError(f"--stripe-source {pattern!r}: no such file")
+
+
+def run_id_of(request: ReconcileRequest, plan: ReadPlan) -> str:
+    """The same id for the same window, inputs and settings, so reruns overwrite themselves."""
+    identity = {
+        "job": "reconcile",
+        "window": [request.window_start.isoformat(), request.window_end.isoformat()],
+        "margin_s": request.margin.total_seconds(),
+        "as_of": request.as_of.isoformat(),
+        "ranges": [[r.topic, r.partition, r.start, r.stop] for r in plan.ranges],
+        "stripe": _stripe_identity(request.stripe_source),
+    }
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+    return f"rcn_{request.window_start:%Y%m%dT%H%M%SZ}_{digest[:16]}"
+
+
+def _stripe_identity(source: str) -> list[str]:
+    if source == API:
+        return [API]
+    identity = []
+    for m in sorted(FileSystems.match([source])[0].metadata_list, key=lambda m: m.path):
+        digest = hashlib.sha256()
+        with FileSystems.open(m.path) as f:
+            for chunk in iter(lambda f=f: f.read(1 << 20), b""):
+                digest.update(chunk)
+        identity.append(f"{Path(m.path).name}:{digest.hexdigest()}")
+    return identity
+
+
+def staging_root(request: ReconcileRequest, run_id: str) -> str:
+    if request.staging_dir:
+        return FileSystems.join(request.staging_dir, run_id)
+    parts = urlparse(request.warehouse)
+    if parts.scheme == "duckdb":
+        path = Path(parts.netloc + parts.path)
+        return str(path.with_name(path.name + ".staging") / run_id)
+    return str(Path(tempfile.gettempdir()) / "payrecon-staging" / run_id)
+
+
+def _clear(root: str) -> None:
+    """A rerun starts from an empty staging folder (a killed run may have left files)."""
+    if "://" in root:
+        if FileSystems.exists(root):
+            FileSystems.delete([root])
+    else:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def run_reconcile(request: ReconcileRequest, beam_args: list[str]) -> int:
+    """Run the job; return the exit code (messages for the user go to stderr)."""
+    started = time.time()
+    try:
+        _check_warehouse(request.warehouse)
+        read_start = request.window_start - request.margin
+        read_end = request.window_end + request.margin
+        _say(
+            f"planning the read of {', '.join(request.ledger_topics)} "
+            f"[{read_start:%Y-%m-%dT%H:%M:%SZ}, {read_end:%Y-%m-%dT%H:%M:%SZ})"
+        )
+        plan = plan_read(
+            request.bootstrap_servers,
+            request.ledger_topics,
+            read_start,
+            read_end,
+            consumer_overrides=request.kafka_overrides,
+            timeout=request.broker_timeout,
+        )
+        run_id = run_id_of(request, plan)
+        ensure_topics(
+            request.bootstrap_servers,
+            [request.discrepancies_topic, *map(dlq_topic, request.ledger_topics)],
+            overrides=request.kafka_overrides,
+            timeout=request.broker_timeout,
+        )
+        staging = staging_root(request, run_id)
+        _clear(staging)
+        config = MatchConfig(
+            request.window_start,
+            request.window_end,
+            run_id,
+            detected_at=request.as_of,
+            margin=request.margin,
+        )
+        _say(
+            f"run {run_id}: {plan.total_offsets:,} ledger offsets, Stripe from "
+            f"{request.stripe_source}"
+        )
+        _run_pipeline(request, plan, config, staging, beam_args)
+        return finish_run(request, plan, config, staging, started=started)
+    except (UsageError, BadReadRequest, IncompatibleSchema) as exc:
+        print(f"payrecon reconcile: {exc}", file=sys.stderr)
+        return 2
+    except (BrokerUnavailable, WarehouseError) as exc:
+        print(f"payrecon reconcile: {exc}", file=sys.stderr)
+        return 3
+
+
+def _check_warehouse(url: str) -> None:
+    """Fail fast on a bad or unreachable warehouse, before reading anything."""
+    try:
+        warehouse = open_warehouse(url)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    warehouse.close()
+
+
+def _run_pipeline(
+    request: ReconcileRequest,
+    plan: ReadPlan,
+    config: MatchConfig,
+    staging: str,
+    beam_args: list[str],
+) -> None:
+    from pipelines.reconcile import build, wire_sinks
+
+    pipeline = beam.Pipeline(options=PipelineOptions(beam_args))
+    ledger = pipeline | "ReadLedgerWindow" >> ReadKafkaRanges(
+        request.bootstrap_servers, plan, consumer_overrides=request.kafka_overrides
+    )
+    stripe = pipeline | "ReadStripe" >> ReadStripeBalanceTransactions(
+        request.stripe_source,
+        read_start=config.read_start,
+        read_end=config.read_end,
+        as_of=request.as_of,
+        api_base=request.stripe_api_base,
+    )
+    outputs = build(
+        ledger,
+        stripe,
+        config=config,
+        buckets=request.buckets,
+        max_payload_bytes=request.max_payload_bytes,
+    )
+    wire_sinks(
+        outputs,
+        bootstrap=request.bootstrap_servers,
+        producer_overrides=request.kafka_overrides,
+        discrepancies_topic=request.discrepancies_topic,
+        staging=staging,
+    )
+    _say("running the pipeline (decode, validate, match, classify, publish, stage)")
+    result = pipeline.run()
+    result.wait_until_finish()
+
+
+def _say(text: str) -> None:
+    print(f"==> {text}", file=sys.stderr, flush=True)
+
+
+__all__ = ["UTC", "ReconcileRequest", "parse_duration", "run_id_of", "run_reconcile"]

@@ -1,0 +1,139 @@
+"""``payrecon reconcile`` end to end: real broker, generated day, DuckDB warehouse."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from pipelines.publish import publish_lines
+from pipelines.reconcile import main
+from pipelines.synthetic.day import GenerateConfig, generate_day
+from tests.kafka_helpers import consume_all, new_topic
+
+WINDOW = ["--window-start", "2026-11-20T00:00:00Z", "--window-end", "2026-11-21T00:00:00Z"]
+TABLES = (
+    "recon_discrepancies",
+    "recon_matches",
+    "fact_ledger_events",
+    "fact_balance_transactions",
+    "daily_revenue",
+    "dq_results",
+)
+
+
+@pytest.fixture(scope="module")
+def day(broker, tmp_path_factory):
+    """A generated day with every discrepancy kind and malformed lines, published once."""
+    out = tmp_path_factory.mktemp("day")
+    summary = generate_day(
+        GenerateConfig(
+            day=date(2026, 11, 20),
+            events=3000,
+            discrepancy_rate=0.02,
+            out=out,
+            seed=11,
+            malformed_rate=0.005,
+        )
+    )
+    topic = new_topic(broker.bootstrap_servers, partitions=3, prefix="ledger")
+    with summary.ledger_path.open("rb") as lines:
+        assert publish_lines(broker.bootstrap_servers, topic, lines, partitions=3).ok
+    key = json.loads(summary.answer_key_path.read_text())
+    return {"topic": topic, "stripe": str(summary.stripe_path), "key": key}
+
+
+def reconcile(broker, day, warehouse: Path, *extra: str) -> int:
+    return main(
+        [
+            "--bootstrap-servers",
+            broker.bootstrap_servers,
+            *WINDOW,
+            "--ledger-topic",
+            day["topic"],
+            "--stripe-source",
+            day["stripe"],
+            "--warehouse",
+            f"duckdb:///{warehouse}",
+            "--as-of",
+            day["key"]["report_as_of"],
+            "--discrepancies-topic",
+            f"{day['topic']}.discrepancies",
+            "--group-id",
+            f"g-{warehouse.name}",
+            "--buckets",
+            "4",
+            *extra,
+        ]
+    )
+
+
+def rows(warehouse: Path, sql: str) -> list[tuple]:
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        return con.execute(sql).fetchall()
+
+
+def snapshot(warehouse: Path) -> dict[str, list[tuple]]:
+    return {t: sorted(rows(warehouse, f"SELECT * FROM {t}"), key=repr) for t in TABLES}
+
+
+def finding_key(d: dict) -> tuple:
+    return (d["kind"], d["order_id"] if d["kind"] == "duplicate_charge" else d["stripe_object_id"])
+
+
+def test_reconcile_reports_exactly_the_answer_key(broker, day, tmp_path):
+    warehouse = tmp_path / "w.duckdb"
+    assert reconcile(broker, day, warehouse) == 0
+    found = rows(warehouse, "SELECT kind, order_id, stripe_object_id FROM recon_discrepancies")
+    got = {finding_key({"kind": k, "order_id": o, "stripe_object_id": s}) for k, o, s in found}
+    expected = {finding_key(d) for d in day["key"]["discrepancies"]}
+    assert len(found) == len(day["key"]["discrepancies"])
+    assert got == expected
+
+
+def test_run_counts_add_up_and_dead_letters_match_the_answer_key(broker, day, tmp_path):
+    warehouse = tmp_path / "w.duckdb"
+    assert reconcile(broker, day, warehouse) == 0
+    [(messages_in, events_out, dead, by_reason, dq_failures, status)] = rows(
+        warehouse,
+        "SELECT messages_in, events_out, dead_letters, dead_letters_by_reason, "
+        "dq_failures, status FROM recon_runs",
+    )
+    assert messages_in == events_out + dead
+    assert json.loads(by_reason) == day["key"]["totals"]["malformed_by_reason"]
+    assert (dq_failures, status) == (0, "succeeded")
+
+
+def test_rerunning_the_window_changes_no_table_and_publishes_no_new_id(broker, day, tmp_path):
+    warehouse = tmp_path / "w.duckdb"
+    assert reconcile(broker, day, warehouse) == 0
+    first = snapshot(warehouse)
+    ids = {r[0] for r in rows(warehouse, "SELECT discrepancy_id FROM recon_discrepancies")}
+    assert reconcile(broker, day, warehouse) == 0
+    second = snapshot(warehouse)
+    for table in TABLES:
+        assert second[table] == first[table], table
+    assert rows(warehouse, "SELECT count(*) FROM recon_runs") == [(1,)]
+    published = consume_all(broker.bootstrap_servers, f"{day['topic']}.discrepancies")
+    assert {m.key().decode() for m in published} == ids
+
+
+def test_more_discrepancies_than_allowed_exits_1(broker, day, tmp_path):
+    assert reconcile(broker, day, tmp_path / "w.duckdb", "--max-discrepancies", "3") == 1
+
+
+def test_missing_stripe_export_is_a_usage_error(broker, day, tmp_path, capsys):
+    day = day | {"stripe": str(tmp_path / "nope.csv")}
+    assert reconcile(broker, day, tmp_path / "w.duckdb") == 2
+    assert "nope.csv" in capsys.readouterr().err
+
+
+def test_unreachable_broker_exits_3(day, tmp_path, capsys):
+    class Nowhere:
+        bootstrap_servers = "127.0.0.1:1"
+
+    assert reconcile(Nowhere, day, tmp_path / "w.duckdb", "--broker-timeout", "2") == 3
+    assert "broker" in capsys.readouterr().err

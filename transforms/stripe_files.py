@@ -1,0 +1,545 @@
+"""Stripe's itemized report exports (CSV or Parquet) as ``BALANCE_TRANSACTION_V1`` tables.
+
+Reads ``balance_change_from_activity.itemized`` and ``payout_reconciliation.itemized`` files
+with the columns of ``reference/stripe/REPORTS.md``. Every value is read as text, then
+converted column-wise (no Python loop per row):
+
+- ``gross``, ``fee``, ``net`` and ``customer_facing_amount`` are decimal major units; they
+  become integer minor units with the currency's own exponent (JPY 0, KWD 3, most 2), exactly:
+  the text is split at the decimal point and the fraction padded, never parsed as a float.
+  A fraction with more significant digits than the currency has is refused, not rounded
+  (``12.340`` USD is exact and accepted; ``12.345`` USD is refused).
+- Signs are Stripe's: ``gross`` and ``net`` are the effect on the balance (negative for
+  refunds and disputes), ``fee`` is positive when a fee was charged. ``net`` is computed as
+  ``gross - fee`` only when the file has no ``net`` column.
+- ``created_utc`` / ``available_on_utc`` are UTC; without the ``_utc`` suffix a column is in
+  the report run's ``timezone`` (the ``timezone`` argument, UTC by default).
+- ``status`` is ``pending`` when ``available_on`` is after ``as_of`` (when the report was
+  run), else ``available``.
+- ``order_id`` comes from ``payment_metadata[order_id]`` (the metadata key is configurable),
+  else from the ``order_id`` column of payout reconciliation reports.
+- ``origin`` is the file name.
+
+Bad rows are not dropped and do not stop the read: each one becomes a
+``STRIPE_EXPORT_REJECT_V1`` row naming the file, line, column and reason (the dead-letter
+reasons of ``schemas.dead_letter.Reason``), so rows in = rows out + rejected. A file that
+lacks a required column, or has float amounts, is refused whole with a
+:class:`StripeExportError`. :func:`read_stripe_export` raises on any rejected row instead.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import IO, NamedTuple
+
+import apache_beam as beam
+import polars as pl
+import pyarrow as pa
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+
+from schemas.balance_transaction import BALANCE_TRANSACTION_V1
+from schemas.currencies import ISO_4217, exponent
+from schemas.dead_letter import Reason
+from schemas.match import STRIPE_EXPORT_REJECT_V1
+
+NAMESPACE = "payrecon.stripe_files"
+REJECTED = "rejected"
+DEFAULT_BATCH_ROWS = 100_000
+
+# Columns without which a file cannot be reconciled (times may also come without _utc).
+REQUIRED = ("balance_transaction_id", "currency", "gross", "fee", "reporting_category")
+REQUIRED_TIMES = ("created",)
+# Report columns copied as they are, when the file has them.
+PASSTHROUGH = (
+    "source_id",
+    "customer_facing_currency",
+    "charge_id",
+    "payment_intent_id",
+    "customer_id",
+    "payment_method_type",
+    "card_brand",
+    "card_country",
+    "automatic_payout_id",
+)
+MAX_WHOLE_DIGITS = 15  # 10**15 major units * 1000 still fits in int64
+
+_EXPONENTS = {code: exponent(code) for code in ISO_4217}
+_SCALE = {0: 1, 2: 100, 3: 1000}
+_DIVISOR = {0: 1000, 2: 10, 3: 1}  # from thousandths to minor units
+_DECIMAL = r"^(?P<sign>[+-]?)(?P<whole>\d+)(?:\.(?P<frac>\d*))?$"
+_TIME_FORMAT = "%Y-%m-%d %H:%M:%S%.f"
+_ERR_SEP = "\x1f"
+
+
+class StripeExportError(ValueError):
+    """The file cannot be read as a Stripe itemized export (or has rejected rows)."""
+
+
+class StripeExport(NamedTuple):
+    rows: pa.Table  # BALANCE_TRANSACTION_V1
+    rejected: pa.Table  # STRIPE_EXPORT_REJECT_V1
+
+
+def load_stripe_export(
+    source: str | Path | bytes | IO[bytes],
+    as_of: datetime,
+    *,
+    origin: str | None = None,
+    file_format: str | None = None,
+    timezone: str = "UTC",
+    order_id_key: str = "order_id",
+    decimal_separator: str = ".",
+) -> StripeExport:
+    """Reads one export file; returns its converted rows and its rejected rows.
+
+    ``source`` is a path, the file's bytes or a binary file object; ``origin`` names it
+    (default: the path's file name). ``file_format`` is ``csv`` or ``parquet`` (default: from
+    the name's suffix, else CSV). ``as_of`` (timezone-aware) decides ``status``.
+    """
+    if as_of.tzinfo is None:
+        raise ValueError("as_of must be timezone-aware (UTC)")
+    if origin is None:
+        origin = Path(source).name if isinstance(source, str | Path) else "stripe_export"
+    fmt = (file_format or _format_of(origin)).lower()
+    if fmt not in ("csv", "parquet"):
+        raise StripeExportError(f"{origin}: format {fmt!r} is not csv or parquet")
+    frame = _read_frame(source, fmt, origin)
+    return convert_report(
+        frame,
+        as_of,
+        origin=origin,
+        csv_lines=fmt == "csv",
+        timezone=timezone,
+        order_id_key=order_id_key,
+        decimal_separator=decimal_separator,
+    )
+
+
+def read_stripe_export(path: str | Path, as_of: datetime, **options) -> pa.Table:
+    """The ``BALANCE_TRANSACTION_V1`` rows of one export; raises if any row is refused."""
+    export = load_stripe_export(path, as_of, **options)
+    if export.rejected.num_rows:
+        raise StripeExportError(describe_rejects(export.rejected))
+    return export.rows
+
+
+def describe_rejects(rejected: pa.Table, limit: int = 5) -> str:
+    """A readable summary: ``file line 7, column gross: ...`` for the first ``limit`` rows."""
+    lines = []
+    for r in rejected.slice(0, limit).to_pylist():
+        where = f"line {r['line']}" if r["line"] is not None else f"row {r['row']}"
+        lines.append(f"{r['origin']} {where}, column {r['column']}: {r['detail']}")
+    more = rejected.num_rows - limit
+    if more > 0:
+        lines.append(f"... and {more} more rejected rows")
+    return "; ".join(lines)
+
+
+def _format_of(name: str) -> str:
+    return "parquet" if Path(name).suffix.lower() in (".parquet", ".pq") else "csv"
+
+
+def _read_frame(source: str | Path | bytes | IO[bytes], fmt: str, origin: str) -> pl.DataFrame:
+    data = io.BytesIO(source) if isinstance(source, bytes) else source
+    try:
+        if fmt == "parquet":
+            return pl.read_parquet(data)
+        frame = pl.read_csv(data, infer_schema=False, raise_if_empty=False)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise StripeExportError(f"{origin}: cannot be read as {fmt}: {exc}") from exc
+    first = frame.columns[0] if frame.columns else ""
+    if first.startswith("\ufeff"):  # a byte-order mark, as spreadsheet tools write
+        frame = frame.rename({first: first.removeprefix("\ufeff")})
+    return frame
+
+
+# -- conversion ---------------------------------------------------------------------------
+
+
+def convert_report(
+    frame: pl.DataFrame,
+    as_of: datetime,
+    *,
+    origin: str,
+    csv_lines: bool = True,
+    timezone: str = "UTC",
+    order_id_key: str = "order_id",
+    decimal_separator: str = ".",
+) -> StripeExport:
+    """Converts a report already read into a frame (text columns, or Parquet's types)."""
+    columns = _resolve_columns(frame, origin, timezone)
+    frame = _as_text(frame, origin, columns)
+    frame = frame.with_columns(pl.col(pl.String).replace("", None))  # empty = absent, as in CSV
+    frame = frame.with_row_index("_row", offset=1)
+    frame = frame.with_columns(_normalised_currency(frame.columns))
+    amounts = [c for c in ("gross", "fee", "net", "customer_facing_amount") if c in frame.columns]
+    if decimal_separator != ".":
+        frame = frame.with_columns(
+            pl.col(c).str.replace_all(decimal_separator, ".", literal=True) for c in amounts
+        )
+    plan = _plan(frame.schema, columns, amounts)
+    for stage in plan.stages:
+        frame = frame.with_columns(stage)
+    frame = frame.with_columns(pl.any_horizontal([bad for bad, _ in plan.checks]).alias("_bad"))
+    good = frame.filter(~pl.col("_bad"))
+    # Only the refused rows pay for building the message (the first failing check's).
+    bad = frame.filter(pl.col("_bad")).with_columns(
+        pl.coalesce([pl.when(bad).then(detail) for bad, detail in plan.checks]).alias("_error")
+    )
+    return StripeExport(
+        _rows_table(good, frame.columns, as_of, origin, order_id_key),
+        _rejects_table(bad, origin, csv_lines),
+    )
+
+
+class _Columns(NamedTuple):
+    created: tuple[str, str]  # (column, timezone)
+    available_on: tuple[str, str] | None
+
+
+def _resolve_columns(frame: pl.DataFrame, origin: str, timezone: str) -> _Columns:
+    names = set(frame.columns)
+    missing = [c for c in REQUIRED if c not in names]
+    times: dict[str, tuple[str, str] | None] = {}
+    for base in ("created", "available_on"):
+        if f"{base}_utc" in names:
+            times[base] = (f"{base}_utc", "UTC")
+        elif base in names:
+            times[base] = (base, timezone)
+        else:
+            times[base] = None
+            if base in REQUIRED_TIMES:
+                missing.append(f"{base}_utc")
+    if "source_id" not in names:
+        missing.append("source_id")
+    if missing:
+        raise StripeExportError(
+            f"{origin}: missing column(s) {', '.join(missing)}; an itemized report needs "
+            f"{', '.join(REQUIRED)}, created_utc and source_id (has: {', '.join(frame.columns)})"
+        )
+    created = times["created"]
+    assert created is not None
+    return _Columns(created, times["available_on"])
+
+
+def _as_text(frame: pl.DataFrame, origin: str, columns: _Columns) -> pl.DataFrame:
+    """Every column as text except timestamps (kept as they are, converted later)."""
+    money = {"gross", "fee", "net", "customer_facing_amount"}
+    times = {columns.created[0]} | ({columns.available_on[0]} if columns.available_on else set())
+    casts = []
+    for name, dtype in frame.schema.items():
+        if dtype == pl.String or (name in times and isinstance(dtype, pl.Datetime)):
+            continue
+        if name in money and dtype.is_float():
+            raise StripeExportError(
+                f"{origin}: column {name} is {dtype}; money must be decimal text or a "
+                "decimal type, floats cannot carry it exactly"
+            )
+        casts.append(pl.col(name).cast(pl.String))
+    return frame.with_columns(casts) if casts else frame
+
+
+def _normalised_currency(names: list[str]) -> list[pl.Expr]:
+    exprs = [pl.col("currency").str.strip_chars().str.to_lowercase()]
+    if "customer_facing_currency" in names:
+        exprs.append(pl.col("customer_facing_currency").str.strip_chars().str.to_lowercase())
+    return exprs
+
+
+# -- the conversion plan: temporary columns computed once, in stages, then checked ---------
+
+Check = tuple[pl.Expr, pl.Expr]  # (the row is bad, "reason<SEP>column<SEP>detail")
+
+
+class _Plan(NamedTuple):
+    stages: list[list[pl.Expr]]
+    checks: list[Check]  # in priority order: the first failing one names the row's reason
+
+
+def _error(reason: Reason, column: str, *detail: pl.Expr | str) -> pl.Expr:
+    parts = [pl.lit(p) if isinstance(p, str) else p.fill_null("") for p in detail]
+    return pl.concat_str([pl.lit(f"{reason.value}{_ERR_SEP}{column}{_ERR_SEP}"), *parts])
+
+
+def _quoted(column: str) -> pl.Expr:
+    return pl.concat_str([pl.lit("'"), pl.col(column), pl.lit("'")])
+
+
+def _empty(column: str) -> Check:
+    return pl.col(column).is_null(), _error(Reason.EMPTY_FIELD, column, "empty")
+
+
+def _plan(schema: pl.Schema, columns: _Columns, amounts: Sequence[str]) -> _Plan:
+    """Converted columns ``_minor_<amount>``, ``_created``, ``_available_on`` and the checks."""
+    parse, split, values = [], [], []
+    checks = [_empty("balance_transaction_id"), _empty("reporting_category"), _empty("currency")]
+    checks.append(_unknown_currency("currency"))
+    if "customer_facing_currency" in schema:
+        checks.append(_unknown_currency("customer_facing_currency"))
+    for column in amounts:
+        currency = "customer_facing_currency" if column.startswith("customer") else "currency"
+        if currency not in schema:
+            continue
+        parse.append(_amount_parts(column))
+        split += _amount_fields(column, currency)
+        values.append(_amount_value(column))
+        checks += _amount_checks(column, currency, required=column != "customer_facing_amount")
+    for alias, spec, required in (
+        ("_created", columns.created, True),
+        ("_available_on", columns.available_on, False),
+    ):
+        if spec is not None:
+            split.append(_time(spec[0], spec[1], schema[spec[0]]).alias(alias))
+            checks += _time_checks(spec[0], spec[1], alias, required)
+    return _Plan([parse, split, values], checks)
+
+
+def _unknown_currency(column: str) -> Check:
+    unknown = pl.col(column).is_not_null() & ~pl.col(column).is_in(sorted(ISO_4217))
+    return unknown, _error(
+        Reason.UNKNOWN_CURRENCY, column, _quoted(column), " is not an ISO 4217 currency"
+    )
+
+
+def _amount_parts(column: str) -> pl.Expr:
+    return pl.col(column).str.strip_chars().str.extract_groups(_DECIMAL).alias(f"_{column}_parts")
+
+
+def _amount_fields(column: str, currency: str) -> list[pl.Expr]:
+    """Sign, whole digits, significant fraction digits and the currency's exponent."""
+    parts = pl.col(f"_{column}_parts")
+    return [
+        (parts.struct.field("sign") == "-").alias(f"_{column}_negative"),
+        parts.struct.field("whole").alias(f"_{column}_whole"),
+        parts.struct.field("frac").fill_null("").str.strip_chars_end("0").alias(f"_{column}_frac"),
+        pl.col(currency)
+        .replace_strict(_EXPONENTS, default=None, return_dtype=pl.Int64)
+        .alias(f"_{column}_exp"),
+    ]
+
+
+def _amount_value(column: str) -> pl.Expr:
+    """Minor units: whole * 10**exp + the fraction padded to thousandths, scaled down."""
+    exp = pl.col(f"_{column}_exp")
+    scale = exp.replace_strict(_SCALE, default=None, return_dtype=pl.Int64)
+    divisor = exp.replace_strict(_DIVISOR, default=None, return_dtype=pl.Int64)
+    thousandths = pl.col(f"_{column}_frac").str.slice(0, 3).str.pad_end(3, "0")
+    whole = pl.col(f"_{column}_whole").str.slice(0, MAX_WHOLE_DIGITS).cast(pl.Int64)
+    magnitude = whole * scale + thousandths.cast(pl.Int64, strict=False) // divisor
+    negative = pl.col(f"_{column}_negative")
+    return pl.when(negative).then(-magnitude).otherwise(magnitude).alias(f"_minor_{column}")
+
+
+def _amount_checks(column: str, currency: str, *, required: bool) -> list[Check]:
+    present = pl.col(column).is_not_null()
+    whole, frac, exp = (pl.col(f"_{column}_{part}") for part in ("whole", "frac", "exp"))
+    checks = [_empty(column)] if required else []
+    checks += [
+        (
+            present & whole.is_null(),
+            _error(Reason.WRONG_TYPE, column, _quoted(column), " is not a decimal number"),
+        ),
+        (
+            present & (whole.str.len_chars() > MAX_WHOLE_DIGITS),
+            _error(Reason.AMOUNT_OUT_OF_RANGE, column, _quoted(column), " is out of range"),
+        ),
+        (
+            present & exp.is_not_null() & (frac.str.len_chars() > exp),
+            _error(
+                Reason.NON_INTEGER_AMOUNT,
+                column,
+                _quoted(column),
+                " has more than ",
+                exp.cast(pl.String),
+                " decimals for ",
+                pl.col(currency).str.to_uppercase(),
+            ),
+        ),
+    ]
+    return checks
+
+
+def _time(column: str, timezone: str, dtype: pl.DataType) -> pl.Expr:
+    """UTC microseconds from Stripe's ``2026-11-20 13:45:01`` (or RFC 3339, or a date), or
+    from a Parquet timestamp; null when unparseable."""
+    if isinstance(dtype, pl.Datetime):
+        parsed = pl.col(column).dt.cast_time_unit("us")
+        if dtype.time_zone is not None:
+            return parsed.dt.convert_time_zone("UTC")
+    else:
+        text = pl.col(column).str.strip_chars().str.replace("T", " ", literal=True)
+        text = text.str.strip_suffix("Z").str.strip_suffix("+00:00")
+        text = pl.when(text.str.len_chars() == 10).then(text + " 00:00:00").otherwise(text)
+        parsed = text.str.to_datetime(_TIME_FORMAT, time_unit="us", strict=False)
+    if timezone == "UTC":
+        return parsed.dt.replace_time_zone("UTC")
+    local = parsed.dt.replace_time_zone(timezone, ambiguous="null", non_existent="null")
+    return local.dt.convert_time_zone("UTC")
+
+
+def _time_checks(column: str, timezone: str, alias: str, required: bool) -> list[Check]:
+    checks = [_empty(column)] if required else []
+    bad = pl.col(column).is_not_null() & pl.col(alias).is_null()
+    example = f" is not a time like 2026-11-20 13:45:01 ({timezone})"
+    checks.append((bad, _error(Reason.BAD_TIMESTAMP, column, _quoted(column), example)))
+    return checks
+
+
+def _rows_table(
+    good: pl.DataFrame, names: list[str], as_of: datetime, origin: str, order_id_key: str
+) -> pa.Table:
+    def text(column: str) -> pl.Expr:
+        return pl.col(column) if column in names else pl.lit(None, dtype=pl.String)
+
+    available = pl.col("_available_on") if "_available_on" in names else pl.lit(None)
+    metadata_order = f"payment_metadata[{order_id_key}]"
+    has_net = "_minor_net" in names
+    frame = good.select(
+        balance_transaction_id=pl.col("balance_transaction_id").str.strip_chars(),
+        source_id=text("source_id"),
+        type=pl.lit(None, dtype=pl.String),
+        reporting_category=pl.col("reporting_category").str.strip_chars(),
+        amount=pl.col("_minor_gross"),
+        fee=pl.col("_minor_fee"),
+        net=pl.col("_minor_net") if has_net else pl.col("_minor_gross") - pl.col("_minor_fee"),
+        currency=pl.col("currency"),
+        created=pl.col("_created"),
+        available_on=available,
+        status=pl.when(available.is_null())
+        .then(None)
+        .when(available > pl.lit(as_of))
+        .then(pl.lit("pending"))
+        .otherwise(pl.lit("available")),
+        exchange_rate=pl.lit(None, dtype=pl.String),
+        customer_facing_amount=(
+            pl.col("_minor_customer_facing_amount")
+            if "_minor_customer_facing_amount" in names
+            else pl.lit(None, dtype=pl.Int64)
+        ),
+        customer_facing_currency=text("customer_facing_currency"),
+        charge_id=text("charge_id"),
+        payment_intent_id=text("payment_intent_id"),
+        order_id=pl.coalesce(text(metadata_order), text("order_id")),
+        idempotency_key=pl.lit(None, dtype=pl.String),
+        customer_id=text("customer_id"),
+        payment_method_type=text("payment_method_type"),
+        card_brand=text("card_brand"),
+        card_country=text("card_country"),
+        automatic_payout_id=text("automatic_payout_id"),
+    )
+    arrow = frame.to_arrow()
+    n = arrow.num_rows
+    arrays = []
+    for f in BALANCE_TRANSACTION_V1:
+        if f.name == "fee_details":
+            arrays.append(pa.nulls(n, f.type))
+        elif f.name == "origin":
+            arrays.append(pa.array([origin] * n, pa.string()))
+        else:
+            arrays.append(arrow.column(f.name).cast(f.type))
+    return pa.Table.from_arrays(arrays, schema=BALANCE_TRANSACTION_V1)
+
+
+def _rejects_table(bad: pl.DataFrame, origin: str, csv_lines: bool) -> pa.Table:
+    originals = [c for c in bad.columns if not c.startswith("_")]
+    reasons, columns, details, records = [], [], [], []
+    for error, record in zip(
+        bad.get_column("_error").to_list(), bad.select(originals).to_dicts(), strict=True
+    ):
+        reason, column, detail = error.split(_ERR_SEP, 2)
+        reasons.append(reason)
+        columns.append(column)
+        details.append(detail)
+        records.append(json.dumps(record, default=str, ensure_ascii=False))
+    rows = bad.get_column("_row").cast(pl.Int64).to_list()
+    return pa.Table.from_arrays(
+        [
+            pa.array([origin] * len(rows), pa.string()),
+            pa.array(rows, pa.int64()),
+            pa.array([r + 1 for r in rows] if csv_lines else [None] * len(rows), pa.int64()),
+            pa.array(columns, pa.string()),
+            pa.array(reasons, pa.string()),
+            pa.array(details, pa.string()),
+            pa.array(records, pa.string()),
+        ],
+        schema=STRIPE_EXPORT_REJECT_V1,
+    )
+
+
+# -- Beam ---------------------------------------------------------------------------------
+
+
+class StripeExportBatches(NamedTuple):
+    rows: beam.PCollection  # pa.Table batches of BALANCE_TRANSACTION_V1
+    rejected: beam.PCollection  # pa.Table batches of STRIPE_EXPORT_REJECT_V1
+
+
+class _ReadExportFn(beam.DoFn):
+    def __init__(self, as_of: datetime, batch_rows: int, options: dict):
+        self._as_of = as_of
+        self._batch_rows = batch_rows
+        self._options = options
+        self.rows_read = Metrics.counter(NAMESPACE, "rows_read")
+        self.rows_rejected = Metrics.counter(NAMESPACE, "rows_rejected")
+        self.files_read = Metrics.counter(NAMESPACE, "files_read")
+
+    def process(self, path: str) -> Iterator:
+        with FileSystems.open(path) as f:
+            data = f.read()
+        name = path.rstrip("/").rsplit("/", 1)[-1]
+        export = load_stripe_export(data, self._as_of, origin=name, **self._options)
+        self.files_read.inc()
+        self.rows_read.inc(export.rows.num_rows)
+        self.rows_rejected.inc(export.rejected.num_rows)
+        if export.rejected.num_rows:
+            yield beam.pvalue.TaggedOutput(REJECTED, export.rejected)
+        for batch in export.rows.to_batches(max_chunksize=self._batch_rows):
+            yield pa.Table.from_batches([batch], schema=BALANCE_TRANSACTION_V1)
+
+
+def _expand_pattern(pattern: str) -> list[str]:
+    matched = FileSystems.match([pattern])[0].metadata_list
+    if not matched:
+        raise StripeExportError(f"no Stripe export matches {pattern!r}")
+    return sorted(m.path for m in matched)
+
+
+class ReadStripeExport(beam.PTransform):
+    """Reads the Stripe export files matching ``file_pattern`` (any Beam filesystem).
+
+    Output: :class:`StripeExportBatches`, ``rows`` as ``BALANCE_TRANSACTION_V1`` tables of at
+    most ``batch_rows`` rows and ``rejected`` as ``STRIPE_EXPORT_REJECT_V1`` tables. Every
+    row of every file lands in exactly one of the two. Options are those of
+    :func:`load_stripe_export` (``timezone``, ``order_id_key``, ``decimal_separator``,
+    ``file_format``).
+    """
+
+    def __init__(
+        self,
+        file_pattern: str,
+        *,
+        as_of: datetime,
+        batch_rows: int = DEFAULT_BATCH_ROWS,
+        **options,
+    ):
+        super().__init__()
+        if as_of.tzinfo is None:
+            raise ValueError("as_of must be timezone-aware (UTC)")
+        self._pattern = file_pattern
+        self._fn = _ReadExportFn(as_of, batch_rows, options)
+
+    def expand(self, pbegin):
+        outputs = (
+            pbegin
+            | "FilePattern" >> beam.Create([self._pattern])
+            | "MatchFiles" >> beam.FlatMap(_expand_pattern)
+            | "SpreadFiles" >> beam.Reshuffle()
+            | "ReadAndConvert"
+            >> beam.ParDo(self._fn).with_outputs(REJECTED, main="rows").with_output_types(pa.Table)
+        )
+        return StripeExportBatches(outputs.rows, outputs[REJECTED])
