@@ -24,7 +24,7 @@ from schemas.currencies import ISO_4217, exponent
 from schemas.dead_letter import DEAD_LETTER_V1
 from schemas.discrepancy import DISCREPANCY_V1, KINDS
 from schemas.dq_result import DQ_RESULT_V1
-from schemas.match import RECON_COUNT_V1, RECON_TOTALS_V1
+from schemas.match import RECON_COUNT_V1, RECON_TOTALS_V1, STRIPE_EXPORT_REJECT_V1
 from schemas.tables import TABLES
 from transforms.kafka_offsets import ReadPlan, commit_offsets
 from transforms.quality import validate
@@ -57,7 +57,7 @@ def finish_run(request, plan: ReadPlan, config, staging: str, *, started: float)
     dead = read_staged(staging, "dead_letters", DEAD_LETTER_V1)
     quarantined_ledger = _columns(staging, "ledger_quarantined", ["currency", "amount"])
     quarantined_stripe = _columns(staging, "stripe_quarantined", ["currency", "amount"])
-    rejected_stripe = len(staged_files(staging, "stripe_rejected"))
+    rejected_stripe = read_staged(staging, "stripe_rejected", STRIPE_EXPORT_REJECT_V1).num_rows
     ledger_rows = _columns(staging, "ledger_events", ["currency", "amount"])
     stripe_rows = _columns(staging, "stripe_rows", ["currency", "amount"])
 
@@ -73,12 +73,15 @@ def finish_run(request, plan: ReadPlan, config, staging: str, *, started: float)
         ]
     )
     ledger_in = pa.concat_tables([ledger_rows.cast(dropped_ledger.schema), dropped_ledger])
-    stripe_in = pa.concat_tables(
-        [stripe_rows.cast(dropped_ledger.schema), quarantined_stripe.cast(dropped_ledger.schema)]
+    unreadable = pa.table(
+        {
+            "currency": pa.nulls(rejected_stripe, pa.string()),
+            "amount": pa.nulls(rejected_stripe, pa.int64()),
+        }
     )
-    conservation = conservation_table(
-        counts, ledger_in, stripe_in, dropped_ledger, quarantined_stripe.cast(dropped_ledger.schema)
-    )
+    dropped_stripe = pa.concat_tables([quarantined_stripe.cast(dropped_ledger.schema), unreadable])
+    stripe_in = pa.concat_tables([stripe_rows.cast(dropped_ledger.schema), dropped_stripe])
+    conservation = conservation_table(counts, ledger_in, stripe_in, dropped_ledger, dropped_stripe)
     invariants = validate(RECONCILIATION_INVARIANTS, conservation, {})
     dq_failures = sum(1 for o in invariants.outcomes if not o.success)
     dq_results = aggregate_dq_results(read_staged(staging, "dq_results", DQ_RESULT_V1))
@@ -142,7 +145,17 @@ def finish_run(request, plan: ReadPlan, config, staging: str, *, started: float)
         )
     print(
         render_summary(
-            row, by_kind, discrepancies, totals, invariants, rejected_stripe, time.time() - started
+            row,
+            by_kind,
+            discrepancies,
+            totals,
+            invariants,
+            {
+                "ledger events quarantined by data quality": quarantined_ledger.num_rows,
+                "Stripe rows quarantined by data quality": quarantined_stripe.num_rows,
+                "Stripe export rows rejected (unreadable)": rejected_stripe,
+            },
+            time.time() - started,
         )
     )
     if status == "succeeded":
@@ -206,7 +219,7 @@ def render_summary(
     discrepancies: pa.Table,
     totals: pa.Table,
     invariants,
-    rejected_stripe_files: int,
+    set_aside: dict[str, int],
     seconds: float,
 ) -> str:
     lines = [
@@ -240,8 +253,7 @@ def render_summary(
         f"data quality: {row['dq_failures']} failed expectation(s); conservation "
         f"{'holds' if invariants.success else 'BROKEN: ' + invariants.describe()}"
     )
-    if rejected_stripe_files:
-        lines.append("some Stripe export rows were rejected: see the stripe_rejected staging")
+    lines += [f"{what}: {n:,}" for what, n in set_aside.items() if n]
     return "\n".join(lines)
 
 

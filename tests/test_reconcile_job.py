@@ -137,3 +137,34 @@ def test_unreachable_broker_exits_3(day, tmp_path, capsys):
 
     assert reconcile(Nowhere, day, tmp_path / "w.duckdb", "--broker-timeout", "2") == 3
     assert "broker" in capsys.readouterr().err
+
+
+def test_a_quarantined_event_is_shown_and_still_accounted_for(broker, tmp_path, capsys):
+    summary = generate_day(
+        GenerateConfig(
+            day=date(2026, 11, 20), events=300, discrepancy_rate=0.0, out=tmp_path, seed=5
+        )
+    )
+    implausible = {
+        "event_id": "evt_huge",
+        "event_type": "charge.succeeded",
+        "occurred_at": "2026-11-20T12:00:00Z",
+        "order_id": "ord_huge",
+        "stripe_object_id": "ch_huge",
+        "payment_intent_id": None,
+        "amount": 5 * 10**12,
+        "currency": "usd",
+        "idempotency_key": None,
+    }
+    lines = [*summary.ledger_path.read_bytes().splitlines(), json.dumps(implausible).encode()]
+    topic = new_topic(broker.bootstrap_servers, partitions=2, prefix="ledger")
+    assert publish_lines(broker.bootstrap_servers, topic, lines, partitions=2).ok
+    key = json.loads(summary.answer_key_path.read_text())
+    day = {"topic": topic, "stripe": str(summary.stripe_path), "key": key}
+    warehouse = tmp_path / "w.duckdb"
+    assert reconcile(broker, day, warehouse) == 0
+    assert "ledger events quarantined by data quality: 1" in capsys.readouterr().out
+    assert rows(warehouse, "SELECT count(*) FROM recon_discrepancies") == [(0,)]
+    assert rows(
+        warehouse, "SELECT count(*) FROM fact_ledger_events WHERE event_id = 'evt_huge'"
+    ) == [(0,)]
