@@ -132,8 +132,8 @@ def finish_run(request, plan: ReadPlan, config, staging: str, *, started: float)
                     [row], schema=TABLES["recon_runs"].schema
                 )
             }
+            | _daily_revenue_load(warehouse, staging, request.window_start, request.window_end)
         )
-        _refresh_daily_revenue(warehouse, staging, request.window_start, request.window_end)
     if status != "data_quality_failed":
         commit_offsets(
             request.bootstrap_servers,
@@ -184,27 +184,52 @@ def _staged_loads(staging: str) -> dict:
     return loads
 
 
-def _refresh_daily_revenue(warehouse, staging: str, start: datetime, end: datetime) -> None:
-    """Recompute, from the warehouse's facts, every whole day the window touches (a window
-    may cover part of a day; rows read from the margins leave their own days alone)."""
+_REVENUE_COLUMNS = [
+    "balance_transaction_id",
+    "created",
+    "currency",
+    "reporting_category",
+    "amount",
+    "fee",
+    "net",
+]
+
+
+def _daily_revenue_load(warehouse, staging: str, start: datetime, end: datetime) -> dict:
+    """``daily_revenue`` for every whole day the window touches, to load in the same
+    transaction as the facts: the warehouse's facts of those days, with this run's staged
+    rows replacing the ones they upsert (a window may cover part of a day; rows read from
+    the margins leave their own days alone)."""
     if not staged_files(staging, "stripe_rows"):
-        return
-    created = _columns(staging, "stripe_rows", ["created"]).column("created")
+        return {}
+    staged = _columns(staging, "stripe_rows", _REVENUE_COLUMNS)
+    created = staged.column("created")
     in_window = pc.and_(
         pc.greater_equal(created, pa.scalar(start, created.type)),
         pc.less(created, pa.scalar(end, created.type)),
     )
-    days = pc.unique(pc.cast(created.filter(in_window), pa.date32())).to_pylist()
-    if not days:
-        return
-    dates = sorted(d.isoformat() for d in days)
-    listed = ", ".join(f"DATE '{d}'" for d in dates)
-    facts = warehouse.query_arrow(
-        "SELECT created, currency, reporting_category, amount, fee, net "
-        f"FROM fact_balance_transactions WHERE CAST(created AS DATE) IN ({listed})"
+    days = pc.unique(pc.cast(created.filter(in_window), pa.date32()))
+    if len(days) == 0:
+        return {}
+    staged = staged.filter(pc.is_in(pc.cast(created, pa.date32()), value_set=days))
+    schema = pa.schema([BALANCE_TRANSACTION_V1.field(c) for c in _REVENUE_COLUMNS])
+    existing = schema.empty_table()
+    if warehouse.has_table("fact_balance_transactions"):
+        listed = ", ".join(f"DATE '{d.isoformat()}'" for d in sorted(days.to_pylist()))
+        existing = warehouse.query_arrow(
+            f"SELECT {', '.join(_REVENUE_COLUMNS)} FROM fact_balance_transactions "
+            f"WHERE CAST(created AS DATE) IN ({listed})"
+        ).cast(schema)
+    kept = existing.filter(
+        pc.invert(
+            pc.is_in(
+                existing.column("balance_transaction_id"),
+                value_set=staged.column("balance_transaction_id"),
+            )
+        )
     )
-    facts = facts.cast(pa.schema([BALANCE_TRANSACTION_V1.field(c) for c in facts.column_names]))
-    warehouse.load({TABLES["daily_revenue"]: daily_revenue(facts)})
+    rows = pa.concat_tables([kept, staged.cast(schema)])
+    return {TABLES["daily_revenue"]: daily_revenue(rows)}
 
 
 def _major(amount: int, currency: str) -> str:

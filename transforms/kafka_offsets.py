@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
@@ -52,11 +52,13 @@ class PartitionRange:
 
 @dataclass(frozen=True)
 class ReadPlan:
-    """Every partition range of one bounded read: record it to repeat the read exactly."""
+    """Every partition range of one bounded read: record it to repeat the read exactly.
+
+    Holds no clock time, so two plans of the same read are equal (and so are the run ids
+    and ``recon_runs.offsets`` derived from them)."""
 
     ranges: tuple[PartitionRange, ...]
     group_id: str | None = None
-    planned_at_ms: int = field(default_factory=lambda: int(time.time() * 1000))
 
     @property
     def total_offsets(self) -> int:
@@ -69,7 +71,7 @@ class ReadPlan:
     def from_json(cls, text: str) -> ReadPlan:
         raw = json.loads(text)
         ranges = tuple(PartitionRange(**r) for r in raw["ranges"])
-        return cls(ranges=ranges, group_id=raw.get("group_id"), planned_at_ms=raw["planned_at_ms"])
+        return cls(ranges=ranges, group_id=raw.get("group_id"))
 
 
 def to_millis(moment: datetime | None) -> int | None:

@@ -43,6 +43,10 @@ class Warehouse(ABC):
         """Upsert every table's rows in one transaction: all are visible, or none."""
 
     @abstractmethod
+    def has_table(self, name: str) -> bool:
+        """True when the table exists (a first run finds none)."""
+
+    @abstractmethod
     def query_arrow(self, sql: str) -> pa.Table:
         """Run a read-only query (for reports and tests)."""
 

@@ -89,17 +89,22 @@ class DuckDBWarehouse(Warehouse):
 
     def _canonical(self, type_: str) -> str:
         """DuckDB's own spelling of a type (TIMESTAMPTZ is TIMESTAMP WITH TIME ZONE ...)."""
-        row = self._con.execute(f"SELECT typeof(CAST(NULL AS {type_}))").fetchone()
-        return str(row[0]) if row else type_
+        rows = self._con.execute(f"SELECT typeof(CAST(NULL AS {type_}))").fetchall()
+        return str(rows[0][0]) if rows else type_
 
     def load(self, batches: Mapping[TableDef, Rows]) -> None:
-        for table in batches:
-            self.ensure(table)
+        self._con.execute("BEGIN TRANSACTION")
         try:
-            self._con.execute("BEGIN TRANSACTION")
+            # Tables are created (or widened) inside the transaction too: a crash mid-load
+            # leaves neither rows nor half the tables.
+            for table in batches:
+                self.ensure(table)
             for table, rows in batches.items():
                 self._upsert(table, rows)
             self._con.execute("COMMIT")
+        except IncompatibleSchema:
+            self._con.execute("ROLLBACK")
+            raise
         except (duckdb.Error, pa.ArrowException, ValueError) as exc:
             self._con.execute("ROLLBACK")
             raise WarehouseError(
@@ -131,6 +136,9 @@ class DuckDBWarehouse(Warehouse):
             f"INSERT OR REPLACE INTO {_quote(table.name)} ({cols}) "
             f"SELECT {cols} FROM {source} QUALIFY row_number() OVER (PARTITION BY {keys}) = 1"
         )
+
+    def has_table(self, name: str) -> bool:
+        return bool(self._columns(name))
 
     def query_arrow(self, sql: str) -> pa.Table:
         return self._con.sql(sql).to_arrow_table()
