@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import json
 import shutil
-from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import duckdb
 import pytest
 
-from pipelines.publish import publish_lines
 from pipelines.reconcile import main
-from pipelines.synthetic.day import GenerateConfig, generate_day
-from tests.kafka_helpers import new_topic
+from tests.reconcile_helpers import published_day
 from tests.stripe_proxy import server_error
 from transforms import quality_suites
 from transforms.stripe_api import DEFAULT_RETRY
@@ -38,15 +35,14 @@ BT_PATH = "/v1/balance_transactions"
 @pytest.fixture(scope="module")
 def day(broker, tmp_path_factory):
     """A small generated day with discrepancies, published once."""
-    out = tmp_path_factory.mktemp("day")
-    summary = generate_day(
-        GenerateConfig(day=date(2026, 11, 20), events=300, discrepancy_rate=0.05, out=out, seed=3)
+    return published_day(
+        broker.bootstrap_servers,
+        tmp_path_factory.mktemp("day"),
+        events=300,
+        seed=3,
+        discrepancy_rate=0.05,
+        partitions=2,
     )
-    topic = new_topic(broker.bootstrap_servers, partitions=2, prefix="ledger")
-    with summary.ledger_path.open("rb") as lines:
-        assert publish_lines(broker.bootstrap_servers, topic, lines, partitions=2).ok
-    key = json.loads(summary.answer_key_path.read_text())
-    return {"topic": topic, "stripe": str(summary.stripe_path), "as_of": key["report_as_of"]}
 
 
 def reconcile(broker, day, warehouse: Path, *extra: str) -> int:

@@ -13,6 +13,7 @@ from pipelines.publish import publish_lines
 from pipelines.reconcile import main
 from pipelines.synthetic.day import GenerateConfig, generate_day
 from tests.kafka_helpers import consume_all, new_topic
+from tests.reconcile_helpers import published_day
 
 WINDOW = ["--window-start", "2026-11-20T00:00:00Z", "--window-end", "2026-11-21T00:00:00Z"]
 TABLES = (
@@ -28,22 +29,14 @@ TABLES = (
 @pytest.fixture(scope="module")
 def day(broker, tmp_path_factory):
     """A generated day with every discrepancy kind and malformed lines, published once."""
-    out = tmp_path_factory.mktemp("day")
-    summary = generate_day(
-        GenerateConfig(
-            day=date(2026, 11, 20),
-            events=3000,
-            discrepancy_rate=0.02,
-            out=out,
-            seed=11,
-            malformed_rate=0.005,
-        )
+    return published_day(
+        broker.bootstrap_servers,
+        tmp_path_factory.mktemp("day"),
+        events=3000,
+        seed=11,
+        discrepancy_rate=0.02,
+        malformed_rate=0.005,
     )
-    topic = new_topic(broker.bootstrap_servers, partitions=3, prefix="ledger")
-    with summary.ledger_path.open("rb") as lines:
-        assert publish_lines(broker.bootstrap_servers, topic, lines, partitions=3).ok
-    key = json.loads(summary.answer_key_path.read_text())
-    return {"topic": topic, "stripe": str(summary.stripe_path), "key": key}
 
 
 def reconcile(broker, day, warehouse: Path, *extra: str) -> int:

@@ -21,16 +21,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import date
 from pathlib import Path
 
 import duckdb
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from pipelines.publish import publish_lines
-from pipelines.synthetic.day import GenerateConfig, generate_day
-from tests.kafka_helpers import consume_all, new_topic
+from tests.kafka_helpers import consume_all
+from tests.reconcile_helpers import published_day
 
 pytestmark = pytest.mark.slow
 
@@ -132,22 +130,15 @@ def jobs(tmp_path: Path) -> Iterator[Callable[[list[str], str], Job]]:
 @pytest.fixture(scope="module")
 def day(broker, tmp_path_factory) -> dict:
     """A generated day (every discrepancy kind, malformed lines), published once."""
-    out = tmp_path_factory.mktemp("kill-day")
-    summary = generate_day(
-        GenerateConfig(
-            day=date(2026, 11, 20),
-            events=3000,
-            discrepancy_rate=0.02,
-            out=out,
-            seed=29,
-            malformed_rate=0.005,
-        )
+    return published_day(
+        broker.bootstrap_servers,
+        tmp_path_factory.mktemp("kill-day"),
+        events=3000,
+        seed=29,
+        discrepancy_rate=0.02,
+        malformed_rate=0.005,
+        partitions=PARTITIONS,
     )
-    topic = new_topic(broker.bootstrap_servers, partitions=PARTITIONS, prefix="ledger")
-    with summary.ledger_path.open("rb") as lines:
-        assert publish_lines(broker.bootstrap_servers, topic, lines, partitions=PARTITIONS).ok
-    key = json.loads(summary.answer_key_path.read_text())
-    return {"topic": topic, "stripe": str(summary.stripe_path), "as_of": key["report_as_of"]}
 
 
 def argv(broker, day: dict, warehouse: Path, label: str) -> list[str]:

@@ -1,0 +1,49 @@
+"""A generated day published to the test broker, shared by the reconcile job's tests."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+
+from pipelines.publish import publish_lines
+from pipelines.synthetic.day import GenerateConfig, generate_day
+from tests.kafka_helpers import new_topic
+
+DAY_WINDOW = ["--window-start", "2026-11-20T00:00:00Z", "--window-end", "2026-11-21T00:00:00Z"]
+
+
+def published_day(
+    bootstrap: str,
+    out: Path,
+    *,
+    events: int,
+    seed: int,
+    discrepancy_rate: float,
+    malformed_rate: float = 0.0,
+    partitions: int = 3,
+) -> dict:
+    """Generate 2026-11-20 into ``out`` and publish its ledger to a new topic.
+
+    Returns the topic, the Stripe export path, the answer key and its as-of time.
+    """
+    summary = generate_day(
+        GenerateConfig(
+            day=date(2026, 11, 20),
+            events=events,
+            discrepancy_rate=discrepancy_rate,
+            out=out,
+            seed=seed,
+            malformed_rate=malformed_rate,
+        )
+    )
+    topic = new_topic(bootstrap, partitions=partitions, prefix="ledger")
+    with summary.ledger_path.open("rb") as lines:
+        assert publish_lines(bootstrap, topic, lines, partitions=partitions).ok
+    key = json.loads(summary.answer_key_path.read_text())
+    return {
+        "topic": topic,
+        "stripe": str(summary.stripe_path),
+        "key": key,
+        "as_of": key["report_as_of"],
+    }
