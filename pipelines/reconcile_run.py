@@ -216,7 +216,10 @@ def run_reconcile(request: ReconcileRequest, beam_args: list[str]) -> int:
             f"{request.stripe_source}"
         )
         _run_pipeline(request, plan, config, staging, beam_args)
-        return finish_run(request, plan, config, staging, started=started)
+        code = finish_run(request, plan, config, staging, started=started)
+        if code == 0:
+            _clear(staging)  # loaded and committed; kept only when a run needs a look
+        return code
     except (UsageError, BadReadRequest, IncompatibleSchema) as exc:
         print(f"payrecon reconcile: {exc}", file=sys.stderr)
         return 2

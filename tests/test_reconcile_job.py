@@ -118,6 +118,11 @@ def test_more_discrepancies_than_allowed_exits_1(broker, day, tmp_path):
     assert reconcile(broker, day, tmp_path / "w.duckdb", "--max-discrepancies", "3") == 1
 
 
+def test_a_successful_run_leaves_no_staged_files_behind(broker, day, tmp_path):
+    assert reconcile(broker, day, tmp_path / "w.duckdb") == 0
+    assert not any((tmp_path / "w.duckdb.staging").glob("*/*/*.parquet"))
+
+
 def test_missing_stripe_export_is_a_usage_error(broker, day, tmp_path, capsys):
     day = day | {"stripe": str(tmp_path / "nope.csv")}
     assert reconcile(broker, day, tmp_path / "w.duckdb") == 2
