@@ -47,3 +47,22 @@ def published_day(
         "key": key,
         "as_of": key["report_as_of"],
     }
+
+
+def reconcile_argv(
+    bootstrap: str,
+    day: dict,
+    warehouse: Path,
+    *,
+    discrepancies_topic: str,
+    group_id: str,
+    buckets: int = 4,
+) -> list[str]:
+    """``payrecon reconcile`` flags for a published day's window, into a DuckDB file."""
+    return [
+        "--bootstrap-servers", bootstrap, *DAY_WINDOW,
+        "--ledger-topic", day["topic"], "--stripe-source", day["stripe"],
+        "--warehouse", f"duckdb:///{warehouse}", "--as-of", day["as_of"],
+        "--discrepancies-topic", discrepancies_topic, "--group-id", group_id,
+        "--buckets", str(buckets),
+    ]  # fmt: skip

@@ -17,7 +17,7 @@ import duckdb
 import pytest
 
 from pipelines.reconcile import main
-from tests.reconcile_helpers import published_day
+from tests.reconcile_helpers import published_day, reconcile_argv
 from tests.stripe_proxy import server_error
 from transforms import quality_suites
 from transforms.stripe_api import DEFAULT_RETRY
@@ -46,25 +46,17 @@ def day(broker, tmp_path_factory):
 
 
 def reconcile(broker, day, warehouse: Path, *extra: str) -> int:
+    topic = f"{day['topic']}.discrepancies"
     return main(
         [
-            "--bootstrap-servers",
-            broker.bootstrap_servers,
-            *DAY_WINDOW,
-            "--ledger-topic",
-            day["topic"],
-            "--stripe-source",
-            day["stripe"],
-            "--warehouse",
-            f"duckdb:///{warehouse}",
-            "--as-of",
-            day["as_of"],
-            "--discrepancies-topic",
-            f"{day['topic']}.discrepancies",
-            "--group-id",
-            f"g-{warehouse.name}",
-            "--buckets",
-            "2",
+            *reconcile_argv(
+                broker.bootstrap_servers,
+                day,
+                warehouse,
+                buckets=2,
+                discrepancies_topic=topic,
+                group_id=f"g-{warehouse.name}",
+            ),
             *extra,
         ]
     )

@@ -13,7 +13,7 @@ from pipelines.publish import publish_lines
 from pipelines.reconcile import main
 from pipelines.synthetic.day import GenerateConfig, generate_day
 from tests.kafka_helpers import consume_all, new_topic
-from tests.reconcile_helpers import published_day
+from tests.reconcile_helpers import published_day, reconcile_argv
 
 WINDOW = ["--window-start", "2026-11-20T00:00:00Z", "--window-end", "2026-11-21T00:00:00Z"]
 TABLES = (
@@ -40,25 +40,16 @@ def day(broker, tmp_path_factory):
 
 
 def reconcile(broker, day, warehouse: Path, *extra: str) -> int:
+    topic = f"{day['topic']}.discrepancies"
     return main(
         [
-            "--bootstrap-servers",
-            broker.bootstrap_servers,
-            *WINDOW,
-            "--ledger-topic",
-            day["topic"],
-            "--stripe-source",
-            day["stripe"],
-            "--warehouse",
-            f"duckdb:///{warehouse}",
-            "--as-of",
-            day["key"]["report_as_of"],
-            "--discrepancies-topic",
-            f"{day['topic']}.discrepancies",
-            "--group-id",
-            f"g-{warehouse.name}",
-            "--buckets",
-            "4",
+            *reconcile_argv(
+                broker.bootstrap_servers,
+                day,
+                warehouse,
+                discrepancies_topic=topic,
+                group_id=f"g-{warehouse.name}",
+            ),
             *extra,
         ]
     )
@@ -158,7 +149,12 @@ def test_a_quarantined_event_is_shown_and_still_accounted_for(broker, tmp_path, 
     topic = new_topic(broker.bootstrap_servers, partitions=2, prefix="ledger")
     assert publish_lines(broker.bootstrap_servers, topic, lines, partitions=2).ok
     key = json.loads(summary.answer_key_path.read_text())
-    day = {"topic": topic, "stripe": str(summary.stripe_path), "key": key}
+    day = {
+        "topic": topic,
+        "stripe": str(summary.stripe_path),
+        "key": key,
+        "as_of": key["report_as_of"],
+    }
     warehouse = tmp_path / "w.duckdb"
     assert reconcile(broker, day, warehouse) == 0
     assert "ledger events quarantined by data quality: 1" in capsys.readouterr().out

@@ -28,7 +28,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from tests.kafka_helpers import consume_all
-from tests.reconcile_helpers import published_day
+from tests.reconcile_helpers import published_day, reconcile_argv
 
 pytestmark = pytest.mark.slow
 
@@ -142,30 +142,15 @@ def day(broker, tmp_path_factory) -> dict:
 
 
 def argv(broker, day: dict, warehouse: Path, label: str) -> list[str]:
-    """The flags of tests/test_reconcile_job.py's ``reconcile()``; ``label`` names this
+    """The reconcile flags for this day; ``label`` names this
     scenario's discrepancies topic and consumer group."""
-    return [
-        "--bootstrap-servers",
+    return reconcile_argv(
         broker.bootstrap_servers,
-        "--window-start",
-        "2026-11-20T00:00:00Z",
-        "--window-end",
-        "2026-11-21T00:00:00Z",
-        "--ledger-topic",
-        day["topic"],
-        "--stripe-source",
-        day["stripe"],
-        "--warehouse",
-        f"duckdb:///{warehouse}",
-        "--as-of",
-        day["as_of"],
-        "--discrepancies-topic",
-        discrepancies_topic(day, label),
-        "--group-id",
-        group(day, label),
-        "--buckets",
-        "4",
-    ]
+        day,
+        warehouse,
+        discrepancies_topic=discrepancies_topic(day, label),
+        group_id=group(day, label),
+    )
 
 
 def discrepancies_topic(day: dict, label: str) -> str:
