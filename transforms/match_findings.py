@@ -52,26 +52,21 @@ def pair_findings(led: pl.DataFrame) -> pl.DataFrame:
     rows = led.filter(
         (pl.col("_pos") == WINDOW) & (pl.col("_rank") == 0) & pl.col("_outcome").is_in(PAIR_KINDS)
     )
-    return rows.select(
-        _finding(
-            pl.col("_outcome"),
-            [pl.col("stripe_object_id"), pl.col("_category")],
-            order_id=pl.col("order_id"),
-            stripe_object_id=pl.col("stripe_object_id"),
-            ledger_amount=pl.col("amount"),
-            stripe_amount=pl.col("_amount").abs(),
-            currency=pl.col("currency"),
-        )
-    ).cast(FINDING_SCHEMA)
+    return _ledger_findings(rows, pl.col("_outcome"), pl.col("_category"))
 
 
 def duplicate_findings(led: pl.DataFrame) -> pl.DataFrame:
     """One finding per duplicated (object, event type), in the window of its second event."""
     rows = led.filter((pl.col("_pos") == WINDOW) & (pl.col("_rank") == 1))
+    return _ledger_findings(rows, pl.lit("duplicate_in_ledger"), pl.col("event_type"))
+
+
+def _ledger_findings(rows: pl.DataFrame, kind: pl.Expr, second_key: pl.Expr) -> pl.DataFrame:
+    """Findings on ledger rows, identified by (stripe object, ``second_key``)."""
     return rows.select(
         _finding(
-            pl.lit("duplicate_in_ledger"),
-            [pl.col("stripe_object_id"), pl.col("event_type")],
+            kind,
+            [pl.col("stripe_object_id"), second_key],
             order_id=pl.col("order_id"),
             stripe_object_id=pl.col("stripe_object_id"),
             ledger_amount=pl.col("amount"),
