@@ -20,19 +20,12 @@ import sys
 import tempfile
 from datetime import date
 from pathlib import Path
-from typing import NoReturn
 
+from pipelines.cli_args import OneLineParser, whole_number
 from pipelines.synthetic import GenerateConfig, generate_day
 from pipelines.synthetic.day import DEFAULT_MAX_PAYLOAD
 
 PROG = "payrecon generate"
-
-
-class _Parser(argparse.ArgumentParser):
-    """Bad flags exit 2 with one line naming the flag, the value and what is allowed."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def _day(text: str) -> date:
@@ -44,14 +37,7 @@ def _day(text: str) -> date:
     raise argparse.ArgumentTypeError(f"{text!r} is not a date like 2026-11-20")
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is negative; give 0 or more")
-    return value
+_count = whole_number(0)
 
 
 def _rate(text: str) -> float:
@@ -72,7 +58,7 @@ def _payload(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
         prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(

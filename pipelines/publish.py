@@ -28,11 +28,12 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
+from pipelines.cli_args import OneLineParser, whole_number
 from transforms.kafka_admin import ensure_topics
 from transforms.kafka_config import parse_overrides, producer_config
 from transforms.kafka_offsets import BrokerUnavailable
@@ -262,23 +263,8 @@ def _produce(
 # -- command line ---------------------------------------------------------------------------
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not 1 or more")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
         prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
@@ -295,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--partitions",
-        type=_positive,
+        type=whole_number(1),
         default=4,
         help="Partitions of the topic if it has to be created (default: %(default)s).",
     )
