@@ -18,9 +18,13 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipelines.options import KafkaOptions, UsageError, WindowOptions, check_window
 from pipelines.run_summary import ReadSummary
 from schemas.dead_letter import dlq_topic
-from transforms.arrow_files import WriteArrowBatchesToParquet
 from transforms.dead_letters import WriteDeadLetters
-from transforms.decode import DEFAULT_MAX_PAYLOAD_BYTES, DecodedBatch, DecodeLedgerEvents
+from transforms.decode import (
+    DECODED_LEDGER_EVENT,
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    DecodedBatch,
+    DecodeLedgerEvents,
+)
 from transforms.kafka import ReadKafkaRanges
 from transforms.kafka_admin import ensure_topics
 from transforms.kafka_config import parse_overrides
@@ -31,6 +35,7 @@ from transforms.kafka_offsets import (
     commit_offsets,
     plan_read,
 )
+from transforms.staging import StageTables
 
 JOB = "read"
 
@@ -62,7 +67,7 @@ class ReadOptions(KafkaOptions, WindowOptions):
         parser.add_argument(
             "--out",
             default=None,
-            help="Directory for the decoded events as Parquet (default: none).",
+            help="Directory for the decoded events as Parquet, in DIR/events/ (default: none).",
         )
         parser.add_argument(
             "--no-dlq",
@@ -98,7 +103,7 @@ def build(
             bootstrap_servers, producer_overrides=producer_overrides
         )
     if out:
-        decoded.events | "WriteEvents" >> WriteArrowBatchesToParquet(out)
+        decoded.events | "WriteEvents" >> StageTables(out, "events", DECODED_LEDGER_EVENT)
     return decoded
 
 

@@ -106,3 +106,18 @@ def test_unreachable_broker_exits_3(capsys):
         main(["--bootstrap-servers", "127.0.0.1:1", "--topic", "x", "--broker-timeout", "2"]) == 3
     )
     assert "broker unavailable" in capsys.readouterr().err
+
+
+def test_out_writes_every_decoded_event_as_parquet(broker, tmp_path):
+    from transforms.decode import DECODED_LEDGER_EVENT
+    from transforms.staging import read_staged
+
+    topic = new_topic(broker.bootstrap_servers, partitions=2)
+    publish_day(broker.bootstrap_servers, topic, good=40)
+    for _ in range(2):
+        run_read(
+            read_options(broker.bootstrap_servers, topic, "--no-dlq", "--out", str(tmp_path)),
+            ["--runner=DirectRunner"],
+        )
+    events = read_staged(str(tmp_path), "events", DECODED_LEDGER_EVENT)
+    assert sorted(events.column("event_id").to_pylist()) == [f"evt_{i:06d}" for i in range(40)]
