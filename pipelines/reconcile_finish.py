@@ -32,6 +32,16 @@ from transforms.quality_suites import RECONCILIATION_INVARIANTS
 from transforms.staging import read_staged, staged_files
 from transforms.warehouse import ParquetFiles, open_warehouse
 
+_REVENUE_COLUMNS = [
+    "balance_transaction_id",
+    "created",
+    "currency",
+    "reporting_category",
+    "amount",
+    "fee",
+    "net",
+]
+
 
 def _columns(staging: str, name: str, columns: list[str]) -> pa.Table:
     """A few columns of a (possibly large) staged table, read without the rest."""
@@ -59,7 +69,17 @@ def finish_run(request, plan: ReadPlan, config, staging: str, *, started: float)
     quarantined_stripe = _columns(staging, "stripe_quarantined", ["currency", "amount"])
     rejected_stripe = read_staged(staging, "stripe_rejected", STRIPE_EXPORT_REJECT_V1).num_rows
     ledger_rows = _columns(staging, "ledger_events", ["currency", "amount"])
-    stripe_rows = _columns(staging, "stripe_rows", ["currency", "amount"])
+    # Read once: the conservation check needs currency and amount, daily_revenue the rest.
+    stripe_facts = (
+        _columns(staging, "stripe_rows", _REVENUE_COLUMNS)
+        if staged_files(staging, "stripe_rows")
+        else None
+    )
+    stripe_rows = (
+        stripe_facts.select(["currency", "amount"])
+        if stripe_facts is not None
+        else _columns(staging, "stripe_rows", ["currency", "amount"])
+    )
 
     dropped_ledger = pa.concat_tables(
         [
@@ -132,7 +152,7 @@ def finish_run(request, plan: ReadPlan, config, staging: str, *, started: float)
                     [row], schema=TABLES["recon_runs"].schema
                 )
             }
-            | _daily_revenue_load(warehouse, staging, request.window_start, request.window_end)
+            | _daily_revenue_load(warehouse, stripe_facts, request.window_start, request.window_end)
         )
     if status != "data_quality_failed":
         commit_offsets(
@@ -184,25 +204,13 @@ def _staged_loads(staging: str) -> dict:
     return loads
 
 
-_REVENUE_COLUMNS = [
-    "balance_transaction_id",
-    "created",
-    "currency",
-    "reporting_category",
-    "amount",
-    "fee",
-    "net",
-]
-
-
-def _daily_revenue_load(warehouse, staging: str, start: datetime, end: datetime) -> dict:
+def _daily_revenue_load(warehouse, staged: pa.Table | None, start: datetime, end: datetime) -> dict:
     """``daily_revenue`` for every whole day the window touches, to load in the same
     transaction as the facts: the warehouse's facts of those days, with this run's staged
     rows replacing the ones they upsert (a window may cover part of a day; rows read from
     the margins leave their own days alone)."""
-    if not staged_files(staging, "stripe_rows"):
+    if staged is None:
         return {}
-    staged = _columns(staging, "stripe_rows", _REVENUE_COLUMNS)
     created = staged.column("created")
     in_window = pc.and_(
         pc.greater_equal(created, pa.scalar(start, created.type)),
