@@ -30,10 +30,12 @@ from transforms.decode import DEFAULT_MAX_PAYLOAD_BYTES, DecodeLedgerEvents
 from transforms.discrepancy_sink import discrepancy_records
 from transforms.kafka import KafkaRecord, WriteToKafka
 from transforms.match import MatchAndClassify, MatchConfig
+from transforms.payout_totals import SumPayouts
 from transforms.quality import ValidateBatches
 from transforms.quality_suites import (
     DISCREPANCIES,
     LEDGER_EVENTS,
+    PAYOUT_TOTALS,
     STRIPE_BALANCE_TRANSACTIONS,
     window_parameters,
 )
@@ -141,6 +143,7 @@ class ReconcileOutputs(NamedTuple):
     counts: beam.PCollection
     totals: beam.PCollection
     dq_results: beam.PCollection
+    payouts_quarantined: beam.PCollection
 
 
 def build(
@@ -169,10 +172,17 @@ def build(
     checked = found.discrepancies | "ValidateDiscrepancies" >> ValidateBatches(
         DISCREPANCIES, {}, config.run_id, validated_at=config.detected_at
     )
+    payouts = (
+        stripe_ok.passed
+        | "SumPayouts" >> SumPayouts()
+        | "ValidatePayouts"
+        >> ValidateBatches(PAYOUT_TOTALS, {}, config.run_id, validated_at=config.detected_at)
+    )
     dq_results = (
         ledger.results,
         stripe_ok.results,
         checked.results,
+        payouts.results,
     ) | "AllDqResults" >> beam.Flatten()
     return ReconcileOutputs(
         decoded.dead_letters,
@@ -187,6 +197,7 @@ def build(
         found.counts,
         found.totals,
         dq_results,
+        payouts.quarantined,
     )
 
 
@@ -204,6 +215,7 @@ STAGED_TABLES = {
     "ledger_quarantined": None,
     "stripe_quarantined": None,
     "stripe_rejected": None,
+    "payouts_quarantined": None,
 }
 
 

@@ -68,6 +68,7 @@ def finish_run(request, plan: ReadPlan, config, staging: str, *, started: float)
     quarantined_ledger = _columns(staging, "ledger_quarantined", ["currency", "amount"])
     quarantined_stripe = _columns(staging, "stripe_quarantined", ["currency", "amount"])
     rejected_stripe = read_staged(staging, "stripe_rejected", STRIPE_EXPORT_REJECT_V1).num_rows
+    payouts_off = _columns(staging, "payouts_quarantined", ["payout_id"]).num_rows
     ledger_rows = _columns(staging, "ledger_events", ["currency", "amount"])
     # Read once: the conservation check needs currency and amount, daily_revenue the rest.
     stripe_facts = (
@@ -174,6 +175,7 @@ def finish_run(request, plan: ReadPlan, config, staging: str, *, started: float)
                 "ledger events quarantined by data quality": quarantined_ledger.num_rows,
                 "Stripe rows quarantined by data quality": quarantined_stripe.num_rows,
                 "Stripe export rows rejected (unreadable)": rejected_stripe,
+                "payouts not equal to the net of their transactions": payouts_off,
             },
             time.time() - started,
         )

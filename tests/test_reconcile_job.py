@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import duckdb
@@ -13,6 +13,7 @@ from pipelines.publish import publish_lines
 from pipelines.reconcile import main
 from pipelines.synthetic.day import GenerateConfig, generate_day
 from tests.kafka_helpers import consume_all, new_topic
+from tests.payout_fixtures import payouts_report, settled_report
 from tests.reconcile_helpers import published_day, reconcile_argv
 
 WINDOW = ["--window-start", "2026-11-20T00:00:00Z", "--window-end", "2026-11-21T00:00:00Z"]
@@ -162,3 +163,32 @@ def test_a_quarantined_event_is_shown_and_still_accounted_for(broker, tmp_path, 
     assert rows(
         warehouse, "SELECT count(*) FROM fact_ledger_events WHERE event_id = 'evt_huge'"
     ) == [(0,)]
+
+
+def test_a_payout_short_of_its_transactions_net_is_reported(broker, tmp_path, capsys):
+    official = json.loads(Path("/work/shared/reference/stripe/fixtures3.json").read_text())
+    official = official["resources"]
+    paid_at = int(datetime(2026, 11, 20, 18, tzinfo=UTC).timestamp())
+    official["balance_transaction"] |= {"created": paid_at - 3600, "available_on": paid_at}
+    official["payout"] |= {"arrival_date": paid_at}
+    summary = generate_day(
+        GenerateConfig(
+            day=date(2026, 11, 20), events=200, discrepancy_rate=0.0, out=tmp_path, seed=6
+        )
+    )
+    settled_report(tmp_path, official)
+    payouts_report(tmp_path, official["payout"], amount=1000)  # its transactions net 1,100
+    topic = new_topic(broker.bootstrap_servers, partitions=2, prefix="ledger")
+    with summary.ledger_path.open("rb") as lines:
+        assert publish_lines(broker.bootstrap_servers, topic, lines, partitions=2).ok
+    key = json.loads(summary.answer_key_path.read_text())
+    day = {"topic": topic, "stripe": f"{tmp_path}/*.csv", "key": key, "as_of": key["report_as_of"]}
+    warehouse = tmp_path / "w.duckdb"
+    assert reconcile(broker, day, warehouse) == 0
+    out = capsys.readouterr().out
+    assert "payouts not equal to the net of their transactions: 1" in out
+    assert rows(
+        warehouse,
+        "SELECT expectation, success FROM dq_results WHERE suite = 'payout_totals' "
+        "AND expectation = 'expect_column_pair_values_to_be_equal'",
+    ) == [("expect_column_pair_values_to_be_equal", False)]

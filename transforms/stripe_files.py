@@ -19,6 +19,8 @@ converted column-wise (no Python loop per row):
 - ``order_id`` comes from ``payment_metadata[order_id]`` (the metadata key is configurable),
   else from the ``order_id`` column of payout reconciliation reports.
 - ``origin`` is the file name.
+- ``payouts.itemized`` rows (one per payout) read as the payout's balance transaction:
+  ``payout_id`` is the source, ``effective_at`` the creation time.
 
 Bad rows are not dropped and do not stop the read: each one becomes a
 ``STRIPE_EXPORT_REJECT_V1`` row naming the file, line, column and reason (the dead-letter
@@ -32,6 +34,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import IO, NamedTuple
@@ -44,6 +47,7 @@ from apache_beam.metrics import Metrics
 
 from schemas.balance_transaction import BALANCE_TRANSACTION_V1
 from schemas.match import STRIPE_EXPORT_REJECT_V1
+from transforms.stripe_file_chunks import UnreadableExport, iter_frames
 from transforms.stripe_report_values import (
     ERR_SEP,
     Columns,
@@ -86,16 +90,36 @@ def load_stripe_export(
     *,
     origin: str | None = None,
     file_format: str | None = None,
-    timezone: str = "UTC",
-    order_id_key: str = "order_id",
-    decimal_separator: str = ".",
+    **options,
 ) -> StripeExport:
     """Reads one export file; returns its converted rows and its rejected rows.
 
     ``source`` is a path, the file's bytes or a binary file object; ``origin`` names it
     (default: the path's file name). ``file_format`` is ``csv`` or ``parquet`` (default: from
-    the name's suffix, else CSV). ``as_of`` (timezone-aware) decides ``status``.
+    the name's suffix, else CSV). ``as_of`` (timezone-aware) decides ``status``. Options are
+    those of :func:`convert_report`.
     """
+    chunks = list(
+        iter_stripe_export(source, as_of, origin=origin, file_format=file_format, **options)
+    )
+    return StripeExport(
+        pa.concat_tables([c.rows for c in chunks]).combine_chunks(),
+        pa.concat_tables([c.rejected for c in chunks]),
+    )
+
+
+def iter_stripe_export(
+    source: str | Path | bytes | IO[bytes],
+    as_of: datetime,
+    *,
+    origin: str | None = None,
+    file_format: str | None = None,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+    **options,
+) -> Iterator[StripeExport]:
+    """:func:`load_stripe_export` one chunk of at most ``batch_rows`` rows at a time, in file
+    order, so memory is bounded by the chunk and not by the file (row and line numbers of
+    rejected rows count from the start of the file)."""
     if as_of.tzinfo is None:
         raise ValueError("as_of must be timezone-aware (UTC)")
     if origin is None:
@@ -103,16 +127,35 @@ def load_stripe_export(
     fmt = (file_format or _format_of(origin)).lower()
     if fmt not in ("csv", "parquet"):
         raise StripeExportError(f"{origin}: format {fmt!r} is not csv or parquet")
-    frame = _read_frame(source, fmt, origin)
-    return convert_report(
-        frame,
-        as_of,
-        origin=origin,
-        csv_lines=fmt == "csv",
-        timezone=timezone,
-        order_id_key=order_id_key,
-        decimal_separator=decimal_separator,
-    )
+    with _opened(source) as stream:
+        first_row = 1
+        try:
+            for frame in iter_frames(stream, fmt, batch_rows):
+                yield convert_report(
+                    frame,
+                    as_of,
+                    origin=origin,
+                    csv_lines=fmt == "csv",
+                    first_row=first_row,
+                    **options,
+                )
+                first_row += frame.height
+        except UnreadableExport as exc:
+            raise StripeExportError(f"{origin}: cannot be read as {fmt}: {exc}") from exc
+
+
+@contextmanager
+def _opened(source: str | Path | bytes | IO[bytes]) -> Iterator[IO[bytes]]:
+    if isinstance(source, bytes):
+        yield io.BytesIO(source)
+    elif isinstance(source, str | Path):
+        try:
+            with open(source, "rb") as f:
+                yield f
+        except OSError as exc:
+            raise StripeExportError(f"{source}: cannot be opened: {exc}") from exc
+    else:
+        yield source
 
 
 def read_stripe_export(path: str | Path, as_of: datetime, **options) -> pa.Table:
@@ -139,20 +182,6 @@ def _format_of(name: str) -> str:
     return "parquet" if Path(name).suffix.lower() in (".parquet", ".pq") else "csv"
 
 
-def _read_frame(source: str | Path | bytes | IO[bytes], fmt: str, origin: str) -> pl.DataFrame:
-    data = io.BytesIO(source) if isinstance(source, bytes) else source
-    try:
-        if fmt == "parquet":
-            return pl.read_parquet(data)
-        frame = pl.read_csv(data, infer_schema=False, raise_if_empty=False)
-    except (pl.exceptions.PolarsError, OSError) as exc:
-        raise StripeExportError(f"{origin}: cannot be read as {fmt}: {exc}") from exc
-    first = frame.columns[0] if frame.columns else ""
-    if first.startswith("\ufeff"):  # a byte-order mark, as spreadsheet tools write
-        frame = frame.rename({first: first.removeprefix("\ufeff")})
-    return frame
-
-
 # -- conversion ---------------------------------------------------------------------------
 
 
@@ -162,15 +191,18 @@ def convert_report(
     *,
     origin: str,
     csv_lines: bool = True,
+    first_row: int = 1,
     timezone: str = "UTC",
     order_id_key: str = "order_id",
     decimal_separator: str = ".",
 ) -> StripeExport:
-    """Converts a report already read into a frame (text columns, or Parquet's types)."""
+    """Converts a report already read into a frame (text columns, or Parquet's types);
+    ``first_row`` is the 1-based row number of the frame's first row in its file."""
+    frame = _payouts_report_aliases(frame)
     columns = _resolve_columns(frame, origin, timezone)
     frame = _as_text(frame, origin, columns)
     frame = frame.with_columns(pl.col(pl.String).replace("", None))  # empty = absent, as in CSV
-    frame = frame.with_row_index("_row", offset=1)
+    frame = frame.with_row_index("_row", offset=first_row)
     frame = frame.with_columns(_normalised_currency(frame.columns))
     amounts = [c for c in ("gross", "fee", "net", "customer_facing_amount") if c in frame.columns]
     if decimal_separator != ".":
@@ -190,6 +222,21 @@ def convert_report(
         _rows_table(good, frame.columns, as_of, origin, order_id_key),
         _rejects_table(bad, origin, csv_lines),
     )
+
+
+def _payouts_report_aliases(frame: pl.DataFrame) -> pl.DataFrame:
+    """``payouts.itemized`` (one row per payout, its own balance transaction) names its
+    object ``payout_id`` and its time ``effective_at``: read them as the source and the
+    creation time, so payouts come in like every other balance transaction."""
+    names = set(frame.columns)
+    if "payout_id" not in names or "source_id" in names:
+        return frame
+    aliases = [pl.col("payout_id").alias("source_id")]
+    for suffix in ("_utc", ""):
+        if f"effective_at{suffix}" in names and not names & {"created", "created_utc"}:
+            aliases.append(pl.col(f"effective_at{suffix}").alias(f"created{suffix}"))
+            break
+    return frame.with_columns(aliases)
 
 
 def _resolve_columns(frame: pl.DataFrame, origin: str, timezone: str) -> Columns:
@@ -340,19 +387,18 @@ class _ReadExportFn(beam.DoFn):
         self.files_read = Metrics.counter(NAMESPACE, "files_read")
 
     def process(self, path: str) -> Iterator:
-        with FileSystems.open(path) as f:
-            data = f.read()
         name = path.rstrip("/").rsplit("/", 1)[-1]
-        export = load_stripe_export(data, self._as_of, origin=name, **self._options)
+        with FileSystems.open(path) as f:
+            for export in iter_stripe_export(
+                f, self._as_of, origin=name, batch_rows=self._batch_rows, **self._options
+            ):
+                self.rows_read.inc(export.rows.num_rows)
+                self.rows_rejected.inc(export.rejected.num_rows)
+                if export.rejected.num_rows:
+                    yield beam.pvalue.TaggedOutput(REJECTED, export.rejected)
+                if export.rows.num_rows:
+                    yield export.rows.combine_chunks()
         self.files_read.inc()
-        self.rows_read.inc(export.rows.num_rows)
-        self.rows_rejected.inc(export.rejected.num_rows)
-        if export.rejected.num_rows:
-            yield beam.pvalue.TaggedOutput(REJECTED, export.rejected)
-        # polars hands over ~7k-row chunks; merged first, every batch holds batch_rows rows
-        # (each downstream validation has a fixed cost).
-        for batch in export.rows.combine_chunks().to_batches(max_chunksize=self._batch_rows):
-            yield pa.Table.from_batches([batch], schema=BALANCE_TRANSACTION_V1)
 
 
 def _expand_pattern(pattern: str) -> list[str]:
