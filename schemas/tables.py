@@ -20,6 +20,7 @@ from schemas.dq_result import (
     DQ_RESULT_V1,
 )
 from schemas.fields import UTC_MICROS, field, versioned
+from schemas.health import RECON_HEALTH_V1
 from schemas.kafka_message import with_provenance
 from schemas.ledger_event import LEDGER_EVENT_V1
 from schemas.match import RECON_MATCH_V1
@@ -102,6 +103,9 @@ TABLES: dict[str, TableDef] = {
     t.name: t
     for t in (
         TableDef("recon_runs", RECON_RUN_V1, ("run_id",), "window_start", ("job",)),
+        TableDef(
+            "recon_health", RECON_HEALTH_V1, ("job", "run_id"), "window_start", ("job", "status")
+        ),
         TableDef(
             "recon_discrepancies",
             DISCREPANCY_V1,

@@ -166,6 +166,12 @@ def test_stripe_unavailable_after_the_retries_exits_3_with_one_line(
     assert len(stripe_proxy.requests_to(BT_PATH)) == DEFAULT_RETRY.max_attempts
     assert stripe_api_key not in err
     assert committed_nothing(broker, day, f"g-{warehouse.name}")
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        [(status, code, error, run_id)] = con.execute(
+            "SELECT status, exit_code, error, run_id FROM recon_health"
+        ).fetchall()
+    assert (status, code, run_id.startswith("rcn_20261120T000000Z_")) == ("failed", 3, True)
+    assert "503" in error and stripe_api_key not in error
 
 
 def test_a_key_stripe_refuses_exits_2_with_one_line(

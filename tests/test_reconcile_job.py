@@ -92,6 +92,24 @@ def test_run_counts_add_up_and_dead_letters_match_the_answer_key(broker, day, tm
     assert (dq_failures, status) == (0, "succeeded")
 
 
+def test_a_run_leaves_its_health_row_with_counts_that_add_up(broker, day, tmp_path):
+    warehouse = tmp_path / "w.duckdb"
+    assert reconcile(broker, day, warehouse) == 0
+    health = """SELECT job, status, exit_code, error, records_in, records_out, dead_letters,
+        quarantined, counts_conserved, duration_ms > 0, freshness_s, offsets IS NOT NULL
+        FROM recon_health"""
+    [first] = rows(warehouse, health)
+    job, status, code, error, records_in, records_out, dead, set_aside, conserved = first[:9]
+    assert (job, status, code, error, conserved) == ("reconcile", "succeeded", 0, None, True)
+    assert records_in == records_out + dead + set_aside
+    assert dead == sum(day["key"]["totals"]["malformed_by_reason"].values())
+    expected_freshness = (datetime.now(UTC) - datetime(2026, 11, 21, tzinfo=UTC)).total_seconds()
+    assert first[9] is True and first[11] is True
+    assert abs(first[10] - expected_freshness) < 600
+    assert reconcile(broker, day, warehouse) == 0
+    assert rows(warehouse, "SELECT count(*) FROM recon_health") == [(1,)]
+
+
 def test_rerunning_the_window_changes_no_table_and_publishes_no_new_id(broker, day, tmp_path):
     warehouse = tmp_path / "w.duckdb"
     assert reconcile(broker, day, warehouse) == 0

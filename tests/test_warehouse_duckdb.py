@@ -124,3 +124,13 @@ def test_reopening_a_table_of_every_column_type_is_not_a_schema_change(tmp_path)
         with open_warehouse(url) as wh:
             for table in TABLES.values():
                 wh.ensure(table)
+
+
+def test_the_url_caps_duckdb_memory_and_refuses_unknown_options(tmp_path):
+    with open_warehouse(f"duckdb:///{tmp_path}/w.duckdb?memory_limit=512MB") as wh:
+        (limit,) = wh.query_arrow("SELECT current_setting('memory_limit') AS m").column("m")
+        assert limit.as_py() in ("512.0 MiB", "488.2 MiB")
+    with pytest.raises(ValueError, match=r"unknown option.*memlimit.*allowed: memory_limit"):
+        open_warehouse(f"duckdb:///{tmp_path}/w.duckdb?memlimit=1GB")
+    with pytest.raises(ValueError, match="memory_limit='lots'"):
+        open_warehouse(f"duckdb:///{tmp_path}/w.duckdb?memory_limit=lots")

@@ -176,6 +176,13 @@ class _SplitFn(beam.DoFn):
             yield bucket, (self._side, part)
 
 
+def _split(side: str, buckets: int) -> beam.ParDo:
+    # Typed, so the shuffle encodes the tables with ArrowTableCoder rather than pickle.
+    return beam.ParDo(_SplitFn(side, buckets)).with_output_types(
+        beam.typehints.Tuple[int, beam.typehints.Tuple[str, pa.Table]]
+    )
+
+
 class _ClassifyFn(beam.DoFn):
     def __init__(self, config: MatchConfig):
         self._config = config
@@ -261,22 +268,23 @@ class MatchAndClassify(beam.PTransform):
         ledger, stripe = (
             (inputs["ledger"], inputs["stripe"]) if isinstance(inputs, dict) else inputs
         )
-        keyed_ledger = ledger | "BucketLedger" >> beam.ParDo(_SplitFn("ledger", self._buckets))
-        keyed_stripe = stripe | "BucketStripe" >> beam.ParDo(_SplitFn("stripe", self._buckets))
+        keyed_ledger = ledger | "BucketLedger" >> _split("ledger", self._buckets)
+        keyed_stripe = stripe | "BucketStripe" >> _split("stripe", self._buckets)
         found = (
             (keyed_ledger, keyed_stripe)
             | "BothSides" >> beam.Flatten()
             | "GroupByObjectBucket" >> beam.GroupByKey()
             | "ClassifyObjects"
-            >> beam.ParDo(_ClassifyFn(self._config)).with_outputs(
-                "matches", "pending", "counts", "totals", "charges", main="discrepancies"
-            )
+            >> beam.ParDo(_ClassifyFn(self._config))
+            .with_output_types(pa.Table)
+            .with_outputs("matches", "pending", "counts", "totals", "charges", main="discrepancies")
         )
         doubles = (
             found.charges
-            | "BucketCharges" >> beam.ParDo(_SplitFn("charges", self._buckets))
+            | "BucketCharges" >> _split("charges", self._buckets)
             | "GroupByChargeBucket" >> beam.GroupByKey()
-            | "FindDoubleCharges" >> beam.ParDo(_DoubleChargesFn(self._config))
+            | "FindDoubleCharges"
+            >> beam.ParDo(_DoubleChargesFn(self._config)).with_output_types(pa.Table)
         )
         discrepancies = (found.discrepancies, doubles) | "AllDiscrepancies" >> beam.Flatten()
         counts = found.counts | "SumCounts" >> beam.CombineGlobally(

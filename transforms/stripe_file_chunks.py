@@ -46,7 +46,7 @@ def iter_frames(source: IO[bytes], fmt: str, batch_rows: int) -> Iterator[pl.Dat
 
 
 def _csv_tables(source: IO[bytes]) -> Iterator[pa.Table]:
-    stream = io.BufferedReader(source, buffer_size=_HEADER_PEEK_BYTES)  # type: ignore[arg-type]
+    stream = io.BufferedReader(source, buffer_size=_HEADER_PEEK_BYTES)  # type: ignore[type-var]
     names = _header(stream.peek(_HEADER_PEEK_BYTES))
     if not names:
         yield pa.table({})

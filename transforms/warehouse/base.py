@@ -21,6 +21,17 @@ class IncompatibleSchema(WarehouseError):
     """An existing table cannot take the new schema without breaking it (exit code 2)."""
 
 
+def refuse_breaking_changes(where: str, changed: list[str], dropped: list[str]) -> None:
+    """Raise ``IncompatibleSchema`` when a table's columns changed type or were dropped:
+    every warehouse migrates only additive changes (new nullable columns)."""
+    if changed or dropped:
+        raise IncompatibleSchema(
+            f"{where} has an incompatible schema: changed types {changed}, columns no longer "
+            f"in the schema {dropped}; payrecon only migrates additive changes (new nullable "
+            "columns)"
+        )
+
+
 class ParquetFiles(NamedTuple):
     """Rows staged as Parquet files: warehouses load these natively (a DuckDB scan, a
     BigQuery load job, a Snowflake PUT + COPY) without passing through Python."""
@@ -83,7 +94,15 @@ def open_warehouse(url: str) -> Warehouse:
         from transforms.warehouse.duckdb_sink import DuckDBWarehouse
 
         return DuckDBWarehouse.from_url(url)
+    if scheme == "bigquery":
+        from transforms.warehouse.bigquery_sink import BigQueryWarehouse
+
+        return BigQueryWarehouse.from_url(url)
+    if scheme == "snowflake":
+        from transforms.warehouse.snowflake_sink import SnowflakeWarehouse
+
+        return SnowflakeWarehouse.from_url(url)
     raise ValueError(
-        f"--warehouse {redact(url)!r}: expected duckdb:///path.duckdb "
-        "(bigquery://project/dataset and snowflake://account/db/schema are not built yet)"
+        f"--warehouse {redact(url)!r}: expected duckdb:///path.duckdb, "
+        "bigquery://project/dataset or snowflake://account/db/schema"
     )
