@@ -13,6 +13,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
+from pipelines.discrepancy_aging import (
+    AGING,
+    aging_snapshot,
+    open_in_warehouse,
+    previous_snapshot,
+)
 from pipelines.reconcile_tables import (
     aggregate_dq_results,
     conservation_table,
@@ -178,6 +184,7 @@ def finish_run(request, plan: ReadPlan, config, staging: str, *, started: float)
                 TABLES["recon_health"]: health,
             }
             | _daily_revenue_load(warehouse, stripe_facts, request.window_start, request.window_end)
+            | _aging_load(warehouse, discrepancies, request)
         )
     if status != "data_quality_failed":
         commit_offsets(
@@ -264,6 +271,20 @@ def _daily_revenue_load(warehouse, staged: pa.Table | None, start: datetime, end
     )
     rows = pa.concat_tables([kept, staged.cast(schema)])
     return {TABLES["daily_revenue"]: daily_revenue(rows)}
+
+
+def _aging_load(warehouse, discrepancies: pa.Table, request) -> dict:
+    """Today's ``discrepancy_aging`` snapshot: the other windows' open discrepancies in the
+    warehouse, and this run's (which replace whatever its window had)."""
+    window = (request.window_start, request.window_end)
+    others = open_in_warehouse(warehouse, window)
+    mine = discrepancies.select(others.column_names).cast(others.schema)
+    snapshot = aging_snapshot(
+        pa.concat_tables([others, mine]),
+        request.as_of,
+        previous_snapshot(warehouse, request.as_of),
+    )
+    return {AGING: snapshot}
 
 
 def _major(amount: int, currency: str) -> str:

@@ -99,6 +99,42 @@ DAILY_REVENUE_V1 = versioned(
     doc="Money per UTC day and currency, from the balance transactions (stripe__daily_overview).",
 )
 
+AGE_BUCKETS = ("0-1d", "1-3d", "3-7d", "7-30d", "30d+")
+
+DISCREPANCY_AGING_V1 = versioned(
+    "discrepancy_aging",
+    1,
+    [
+        field("as_of_date", pa.date32(), "UTC day of the snapshot (the run's --as-of)."),
+        field("kind", pa.string(), "Discrepancy kind."),
+        field("currency", pa.string(), "ISO 4217 code, lowercase ('?' when unknown)."),
+        field(
+            "age_bucket",
+            pa.string(),
+            "Age of the discrepancy's window at the snapshot: " + ", ".join(AGE_BUCKETS) + ".",
+        ),
+        field("age_order", pa.int64(), "0 for the youngest bucket, for sorting."),
+        field(
+            "open_discrepancies",
+            pa.int64(),
+            "Discrepancies still found by the latest run of their window.",
+        ),
+        field(
+            "amount_at_stake",
+            pa.int64(),
+            "Money concerned, minor units: |amount_delta| for an amount mismatch, else the "
+            "larger side's amount.",
+        ),
+        field(
+            "amount_at_stake_major",
+            pa.decimal128(38, 3),
+            "amount_at_stake in major units, converted with the currency's own exponent.",
+        ),
+    ],
+    doc="Open discrepancies by kind, currency and age, one snapshot per day: what is still "
+    "wrong, and for how long.",
+)
+
 TABLES: dict[str, TableDef] = {
     t.name: t
     for t in (
@@ -131,6 +167,13 @@ TABLES: dict[str, TableDef] = {
             "recon_matches", RECON_MATCH_V1, ("event_id",), "window_start", ("status", "currency")
         ),
         TableDef("daily_revenue", DAILY_REVENUE_V1, ("day", "currency"), "day", ("currency",)),
+        TableDef(
+            "discrepancy_aging",
+            DISCREPANCY_AGING_V1,
+            ("as_of_date", "kind", "currency", "age_bucket"),
+            "as_of_date",
+            ("kind", "currency"),
+        ),
         TableDef(
             "dq_results",
             DQ_RESULT_V1,

@@ -23,6 +23,7 @@ TABLES = (
     "fact_ledger_events",
     "fact_balance_transactions",
     "daily_revenue",
+    "discrepancy_aging",
     "dq_results",
 )
 
@@ -120,6 +121,7 @@ def test_rerunning_the_window_changes_no_table_and_publishes_no_new_id(broker, d
     for table in TABLES:
         assert second[table] == first[table], table
     assert rows(warehouse, "SELECT count(*) FROM recon_runs") == [(1,)]
+    assert rows(warehouse, "SELECT sum(open_discrepancies) FROM discrepancy_aging") == [(len(ids),)]
     published = consume_all(broker.bootstrap_servers, f"{day['topic']}.discrepancies")
     assert {m.key().decode() for m in published} == ids
 
