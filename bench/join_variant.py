@@ -32,11 +32,9 @@ def run_join(work: Path, config, buckets: int = 16) -> dict:
     pipeline = beam.Pipeline(options=PipelineOptions(["--runner=DirectRunner"]))
 
     def read(name: str):
-        return (
-            pipeline
-            | f"Read_{name}" >> beam.io.ReadFromParquetBatched(str(src / f"{name}-*.parquet"))
-            | f"Table_{name}"
-            >> beam.Map(lambda batch: pa.Table.from_batches([batch])).with_output_types(pa.Table)
+        # One pa.Table per Parquet row group, as the job's readers hand over batches.
+        return pipeline | f"Read_{name}" >> beam.io.ReadFromParquetBatched(
+            str(src / f"{name}-*.parquet")
         )
 
     found = (read("ledger"), read("stripe")) | "MatchAndClassify" >> MatchAndClassify(

@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "publish": ("pipelines.publish", "Publish JSON lines to a Kafka topic."),
     "read": ("pipelines.read", "Read and decode a topic window; print the counts."),
     "reconcile": ("pipelines.reconcile", "Reconcile a ledger window against Stripe."),
+    "report": ("pipelines.report", "Write an HTML report of a reconcile run (charts, tables)."),
 }
 
 USAGE = "usage: payrecon <command> [options]   (payrecon <command> --help for its options)"

@@ -2,8 +2,9 @@
 
 Generates a realistic ledger day with every kind of discrepancy injected (and malformed
 messages), starts the embedded broker, publishes the day to ``ledger.transactions``, runs
-``payrecon reconcile`` against the generated Stripe export into a DuckDB file, and checks
-what the job found against the generator's answer key.
+``payrecon reconcile`` against the generated Stripe export into a DuckDB file, checks
+what the job found against the generator's answer key, and writes ``payrecon report``'s
+HTML report next to the DuckDB file.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import duckdb
 from pipelines.broker import EmbeddedBroker
 from pipelines.publish import publish_lines
 from pipelines.reconcile import main as reconcile
+from pipelines.report import main as report
 from pipelines.synthetic.day import GenerateConfig, generate_day
 
 DEMO_DAY = date(2026, 11, 20)
@@ -43,7 +45,8 @@ def _parser() -> argparse.ArgumentParser:
         "--out",
         type=Path,
         default=Path("demo-output"),
-        help="Directory for the generated files and the DuckDB warehouse (default: %(default)s).",
+        help="Directory for the generated files, the DuckDB warehouse and the HTML report "
+        "(default: %(default)s).",
     )
     parser.add_argument("--seed", type=int, default=1, help="Generator seed (default: 1).")
     return parser
@@ -110,7 +113,13 @@ def main(argv: list[str] | None = None) -> int:
         )
     if code != 0:
         return code
-    return _check_against_key(warehouse, key)
+    checked = _check_against_key(warehouse, key)
+    page = warehouse.with_name("report.html")
+    _step(f"payrecon report into {page}")
+    argv = ["--warehouse", f"duckdb:///{warehouse}", "--out", str(page)]
+    # Ages as of the generated day's report time: the demo day may lie in the future.
+    written = report([*argv, "--as-of", key["report_as_of"]])
+    return checked or written
 
 
 def _finding(kind: str, order_id: str | None, stripe_object_id: str | None) -> tuple:

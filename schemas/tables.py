@@ -52,7 +52,12 @@ RECON_RUN_V1 = versioned(
         field("window_end", UTC_MICROS, "End of the window, exclusive."),
         field("started_at", UTC_MICROS, "When this attempt started."),
         field("finished_at", UTC_MICROS, "When this attempt finished."),
-        field("status", pa.string(), "succeeded, discrepancies_over_threshold, failed."),
+        field(
+            "status",
+            pa.string(),
+            "succeeded, discrepancies_over_threshold or data_quality_failed (a run that "
+            "failed has no row here, only in recon_health).",
+        ),
         field("stripe_source", pa.string(), "api, or the export file name."),
         field(
             "offsets",

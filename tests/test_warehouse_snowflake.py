@@ -1,5 +1,6 @@
 """The Snowflake warehouse, run against fakesnow's server: the real Snowflake connector over
-HTTP, DuckDB underneath. Each test uses its own database on one server.
+HTTP, DuckDB underneath (``tests/snowflake_fixtures.py``). Each test uses its own database on
+one server.
 
 fakesnow 0.12 ignores column comments and clustering keys (the DDL test checks those in the
 statement itself) and returns a null TIMESTAMP_TZ as 1970-01-01, so rows compared here keep
@@ -9,11 +10,8 @@ their nullable timestamps out of the comparison.
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, date, datetime
 
-import fakesnow
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -29,6 +27,7 @@ from transforms.warehouse.base import IncompatibleSchema
 from transforms.warehouse.snowflake_schema import add_column_sql, create_table_sql
 from transforms.warehouse.snowflake_sink import SnowflakeWarehouse
 
+pytest_plugins = ("tests.snowflake_fixtures",)
 NOON = datetime(2026, 11, 20, 12, tzinfo=UTC)
 LAST_MICRO = datetime(2026, 11, 20, 23, 59, 59, 999999, tzinfo=UTC)
 BIG = 2**53 + 1  # the first integer a float64 cannot hold
@@ -65,30 +64,9 @@ def content(wh, name: str = "items") -> list[dict]:
     return wh.query_arrow(f"SELECT * FROM {name} ORDER BY id").to_pylist()
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[dict]:
-    with fakesnow.server() as connect_kwargs:
-        yield connect_kwargs
-
-
 @pytest.fixture
-def connect(server):
-    """``connect() -> SnowflakeWarehouse`` on this test's own database."""
-    database = f"T_{uuid.uuid4().hex[:12]}"
-    opened = []
-
-    def _connect() -> SnowflakeWarehouse:
-        opened.append(SnowflakeWarehouse.connect(**server, database=database, schema="RECON"))
-        return opened[-1]
-
-    yield _connect
-    for wh in opened:
-        wh.close()
-
-
-@pytest.fixture
-def wh(connect) -> SnowflakeWarehouse:
-    return connect()
+def wh(snowflake_connect) -> SnowflakeWarehouse:
+    return snowflake_connect()
 
 
 def test_tables_are_created_with_the_schema_columns_and_types(wh):
@@ -229,11 +207,11 @@ def test_a_failure_in_the_second_table_leaves_the_first_unchanged(wh):
     assert [(r["id"], r["amount"]) for r in content(wh, "others")] == [("x", 1)]
 
 
-def test_an_added_column_is_migrated(connect):
-    connect().load({ITEMS: rows(("a", 1))})
+def test_an_added_column_is_migrated(snowflake_connect):
+    snowflake_connect().load({ITEMS: rows(("a", 1))})
     note = field("note", pa.string(), "New.", nullable=True)
     wider = TableDef("items", versioned("item", 2, [*ITEMS.schema, note], doc="t"), ("id",))
-    wh = connect()
+    wh = snowflake_connect()
     wh.load({wider: rows(("b", 2)).append_column(note, pa.array(["hi"]))})
     assert wh.query_arrow("SELECT id, note FROM items ORDER BY id").to_pylist() == [
         {"id": "a", "note": None},
@@ -297,7 +275,7 @@ def test_secrets_never_appear_in_error_messages(environ):
     assert refused.value.__cause__ is None
 
 
-def test_open_warehouse_connects_with_the_url_and_environment_settings(environ, server):
+def test_open_warehouse_connects_with_the_url_and_environment_settings(environ, fakesnow_server):
     environ.setenv("SNOWFLAKE_USER", "loader")
     environ.setenv("SNOWFLAKE_PASSWORD", "pw")
     environ.setenv("SNOWFLAKE_WAREHOUSE", "LOAD_WH")
@@ -306,8 +284,8 @@ def test_open_warehouse_connects_with_the_url_and_environment_settings(environ, 
 
     def to_fakesnow(**kwargs):
         seen.update(kwargs)
-        session = {**kwargs["session_parameters"], **server["session_parameters"]}
-        return real_connect(**{**kwargs, **server, "session_parameters": session})
+        session = {**kwargs["session_parameters"], **fakesnow_server["session_parameters"]}
+        return real_connect(**{**kwargs, **fakesnow_server, "session_parameters": session})
 
     environ.setattr(snowflake.connector, "connect", to_fakesnow)
     with open_warehouse("snowflake://acct/payrecon_db/recon?role=LOADER") as wh:

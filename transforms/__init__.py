@@ -1,3 +1,1 @@
-"""payrecon's Beam transforms. Importing the package registers the Arrow table coder."""
-
-from transforms import arrow_coder as _arrow_coder  # noqa: F401
+"""payrecon's Beam transforms: composites and the DoFns they are made of."""

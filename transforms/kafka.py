@@ -28,6 +28,7 @@ from apache_beam.transforms.core import RestrictionProvider
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from schemas.kafka_message import KAFKA_MESSAGE
+from transforms.arrow_coder import ArrowTableCoder  # noqa: F401 (registers the pa.Table coder)
 from transforms.kafka_config import consumer_config, producer_config
 from transforms.kafka_offsets import BrokerUnavailable, PartitionRange, ReadPlan, plan_read
 

@@ -59,6 +59,7 @@ from apache_beam.metrics import Metrics
 
 from schemas.discrepancy import DISCREPANCY_V1
 from schemas.match import RECON_COUNT_V1, RECON_TOTALS_V1
+from transforms.arrow_coder import ArrowTableCoder  # noqa: F401 (registers the pa.Table coder)
 from transforms.match_buckets import (
     classify_bucket,
     concat_tables,
