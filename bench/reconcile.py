@@ -20,12 +20,16 @@ process, so its wall time and peak memory are its own:
   written to Parquet beforehand (not timed) and read with ``ReadFromParquet``, so it skips
   the Kafka read, the decode, the CSV parse and the warehouse load: its time is a lower
   bound for a naive job doing the same work.
+- ``join``: the job's ``MatchAndClassify`` alone, from the same decoded files as ``naive``,
+  writing its discrepancies and matches out as Parquet: the join compared like for like
+  (bench/join_variant.py).
 
-Targets (issue 4): job within 2.5x of plain, at least 10x faster than naive, peak RSS under
-3 GiB. Times are wall times of the child process (interpreter start and imports included),
-with the time of the work alone (after the imports) beside them. For the job, the report
-also lists its phases and each FnApiRunner stage with its time and peak RSS (by wrapping a
-private FnApiRunner method; skipped if a Beam upgrade moves it). Results: BENCHMARKS.md.
+Targets (issue 4): job within 2.5x of plain, at least 10x faster than naive (met by the
+join: naive/join), peak RSS under 3 GiB. Times are wall times of the child process
+(interpreter start and imports included), with the time of the work alone (after the
+imports) beside them. For the job, the report also lists its phases and each FnApiRunner
+stage with its time and peak RSS (by wrapping a private FnApiRunner method; skipped if a
+Beam upgrade moves it). Results: BENCHMARKS.md.
 
     .venv/bin/python bench/reconcile.py                          # 1M events, all variants
     .venv/bin/python bench/reconcile.py --events 200000 --variants job,plain
