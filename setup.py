@@ -17,6 +17,9 @@ INSTALL_REQUIRES = [
     "pydantic>=2.6,<3",
     "duckdb>=1.1,<3",
     "great-expectations>=1.3,<2",
+    # `payrecon webhooks`: the ASGI receiver of Stripe's webhooks and its server.
+    "starlette>=0.37,<2",
+    "uvicorn>=0.30,<1",
     # Charts of `payrecon report`, rendered to inline SVG so the HTML opens offline.
     "matplotlib>=3.8,<4",
     # The embedded broker: Tansu's static binary, and an S3 server for durable mode.

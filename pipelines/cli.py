@@ -18,7 +18,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "publish": ("pipelines.publish", "Publish JSON lines to a Kafka topic."),
     "read": ("pipelines.read", "Read and decode a topic window; print the counts."),
     "reconcile": ("pipelines.reconcile", "Reconcile a ledger window against Stripe."),
+    "repair": ("pipelines.repair", "Heal the ledger from Stripe for each new discrepancy."),
     "report": ("pipelines.report", "Write an HTML report of a reconcile run (charts, tables)."),
+    "webhooks": ("pipelines.webhooks", "Receive Stripe webhooks; map them to order updates."),
 }
 
 USAGE = "usage: payrecon <command> [options]   (payrecon <command> --help for its options)"

@@ -8,7 +8,7 @@ id of the older run. Its age is the time from its window's start to the snapshot
 Each reconcile run rewrites the snapshot of its as-of day whole, in the same transaction as
 its other tables: every (kind, currency, bucket) of the new snapshot, and a zero for each
 that the day's previous snapshot had and the new one has not, so a closed discrepancy
-leaves no stale count behind.
+leaves no stale count behind; with nothing open, a zero per kind, so the day has a snapshot.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import polars as pl
 import pyarrow as pa
 
 from pipelines.reconcile_tables import _major
+from schemas.discrepancy import KINDS
 from schemas.tables import AGE_BUCKETS, TABLES
 
 AGING = TABLES["discrepancy_aging"]
@@ -92,7 +93,21 @@ def aging_snapshot(open_rows: pa.Table, as_of: datetime, previous: pa.Table) -> 
         .join(counted, on=["kind", "currency", "age_order"], how="anti")
         .with_columns(open_discrepancies=pl.lit(0, pl.Int64), amount_at_stake=pl.lit(0, pl.Int64))
     )
-    rows = pl.concat([counted, gone.select(counted.columns)]).sort("kind", "currency", "age_order")
+    rows = pl.concat([counted, gone.select(counted.columns)])
+    if rows.is_empty():
+        # Nothing open: zeros, so the day has a snapshot and readers don't fall back to an
+        # older day's counts.
+        rows = pl.DataFrame(
+            {
+                "kind": list(KINDS),
+                "currency": ["?"] * len(KINDS),
+                "age_order": [0] * len(KINDS),
+                "open_discrepancies": [0] * len(KINDS),
+                "amount_at_stake": [0] * len(KINDS),
+            },
+            schema=counted.schema,
+        )
+    rows = rows.sort("kind", "currency", "age_order")
     out = rows.to_dicts()
     for row in out:
         row["as_of_date"] = as_of.date()

@@ -73,6 +73,14 @@ class ReconcileOptions(KafkaOptions, WindowOptions):
             help="Ledger topic to read (repeatable; default: ledger.transactions).",
         )
         parser.add_argument(
+            "--repairs-topic",
+            dest="repairs_topic",
+            default="ledger.repairs",
+            help="The repair events of `payrecon repair`, read with the ledger topics: an "
+            "object's repair events supersede its original events ('' to read none; "
+            "default: %(default)s).",
+        )
+        parser.add_argument(
             "--discrepancies-topic",
             dest="discrepancies_topic",
             default="recon.discrepancies",

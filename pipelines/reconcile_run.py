@@ -69,7 +69,8 @@ class ReconcileRequest:
     stripe_source: str
     stripe_api_base: str | None
     warehouse: str
-    ledger_topics: tuple[str, ...]
+    ledger_topics: tuple[str, ...]  # the repairs topic included
+    repairs_topic: str | None
     discrepancies_topic: str
     group_id: str
     max_discrepancies: int | None
@@ -112,7 +113,14 @@ class ReconcileRequest:
             stripe_source=args.stripe_source,
             stripe_api_base=args.stripe_api_base,
             warehouse=args.warehouse,
-            ledger_topics=tuple(args.ledger_topics or ["ledger.transactions"]),
+            ledger_topics=tuple(
+                dict.fromkeys(
+                    [*(args.ledger_topics or ["ledger.transactions"]), args.repairs_topic]
+                    if args.repairs_topic
+                    else (args.ledger_topics or ["ledger.transactions"])
+                )
+            ),
+            repairs_topic=args.repairs_topic or None,
             discrepancies_topic=args.discrepancies_topic,
             group_id=args.group_id,
             max_discrepancies=args.max_discrepancies,
@@ -189,6 +197,13 @@ def run_reconcile(request: ReconcileRequest, beam_args: list[str]) -> int:
             f"planning the read of {', '.join(request.ledger_topics)} "
             f"[{read_start:%Y-%m-%dT%H:%M:%SZ}, {read_end:%Y-%m-%dT%H:%M:%SZ})"
         )
+        if request.repairs_topic:  # a first run may come before anything was repaired
+            ensure_topics(
+                request.bootstrap_servers,
+                [request.repairs_topic],
+                overrides=request.kafka_overrides,
+                timeout=request.broker_timeout,
+            )
         plan = plan_read(
             request.bootstrap_servers,
             request.ledger_topics,
@@ -239,6 +254,8 @@ def run_reconcile(request: ReconcileRequest, beam_args: list[str]) -> int:
             started_at=datetime.fromtimestamp(started, UTC),
             exit_code=code,
             error=str(exc),
+            # exit 1 from inside the pipeline: a data-quality suite that fails the run
+            status="data_quality_failed" if code == 1 else "failed",
         )
         return code
 

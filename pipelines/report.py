@@ -1,13 +1,17 @@
 """``payrecon report``: one HTML file about a reconcile run, for finance and on-call people.
 
-Reads recon_runs, recon_discrepancies and daily_revenue through the warehouse interface
-and writes a self-contained page (inline CSS, charts as inline SVG, no script, nothing
-fetched from the network), so it opens offline:
+Reads recon_runs, recon_discrepancies, discrepancy_aging, daily_revenue and recon_health
+through the warehouse interface and writes a self-contained page (inline CSS, charts as
+inline SVG, no script, nothing fetched from the network), so it opens offline:
   - the run: window, status, counts in and out, dead letters by reason, discrepancies by
     kind with the money at stake, data-quality failures, totals per currency;
-  - matched vs discrepancies per run, and discrepancies by kind and by age;
+  - matched vs discrepancies per run, and the run's discrepancies by kind;
+  - open discrepancies by age, kind and currency with the money at stake: the latest
+    discrepancy_aging snapshot on or before the --as-of day;
   - gross, fees and net per day and currency, in major units (JPY 0 decimals, KWD 3);
-  - run health: status, duration, messages in, dead letters, data-quality failures.
+  - run health from recon_health, failed runs included: status, error, duration,
+    freshness, records in, dead letters, quarantined rows, data-quality failures (from
+    recon_runs, without failed runs, in a warehouse older than recon_health).
 
 Exit codes: 0 written; 2 bad usage (unknown run id, no reconcile run in the warehouse,
 --out not writable); 3 the warehouse could not be reached.
@@ -31,7 +35,7 @@ from pipelines.report_charts import (
     revenue_chart,
     runs_chart,
 )
-from pipelines.report_data import ReportError, load_report_data, open_by_age, recent_runs
+from pipelines.report_data import ReportError, load_report_data, recent_runs
 from pipelines.report_html import Charts, render_page
 from transforms.warehouse import Warehouse, WarehouseError, open_warehouse
 from transforms.warehouse.base import redact
@@ -72,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=rfc3339,
         default=None,
         metavar="TIME",
-        help="RFC 3339 time the ages of open discrepancies are measured at (default: now).",
+        help="RFC 3339 time whose UTC day picks the discrepancy_aging snapshot shown: the "
+        "latest on or before it (default: now).",
     )
     return parser
 
@@ -85,25 +90,27 @@ def build_report(
     source: str = "",
     generated_at: datetime | None = None,
 ) -> str:
-    """The report's HTML for ``run_id`` (None: the latest run), ages measured at ``now``.
+    """The report's HTML for ``run_id`` (None: the latest run), as of ``now``.
 
     Raises ``ReportError`` when the warehouse has no reconcile run or no such run.
     """
     data = load_report_data(warehouse, run_id, now)
-    history = recent_runs(data.runs, data.run)
     selected = data.run.run_id
+    history = recent_runs(data.runs, selected)
+    health_history = recent_runs(data.health.runs, selected)
     charts = Charts(
         runs=runs_chart(history, selected),
-        discrepancies=discrepancies_chart(
-            data.run,
-            open_by_age(data.open_discrepancies, now),
-            now.strftime("%Y-%m-%d %H:%MZ"),
-        ),
+        discrepancies=discrepancies_chart(data.run, data.aging),
         revenue=revenue_chart(data.revenue),
-        health=health_chart(history, selected),
+        health=health_chart(health_history, selected),
     )
     return render_page(
-        data, charts, history=history, source=source, generated_at=generated_at or now
+        data,
+        charts,
+        history=history,
+        health_history=health_history,
+        source=source,
+        generated_at=generated_at or now,
     )
 
 

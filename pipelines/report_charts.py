@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator, StrMethodFormatter
 
-from pipelines.report_data import DailyRevenue, Run, major_units
+from pipelines.report_data import Aging, DailyRevenue, HealthRun, Run, major_units
 from schemas.discrepancy import KINDS
 
 # (typed loosely: matplotlib types rc keys as literals)
@@ -58,7 +58,7 @@ MONEY_COLORS = {"gross": "#1f77b4", "fees": "#ff7f0e", "net": "#2ca02c"}
 MIN_SLOTS = 8
 
 # Legends sit right of the axes, never over a bar.
-_OUTSIDE = {"loc": "upper left", "bbox_to_anchor": (1.0, 1.0)}
+_OUTSIDE: dict[str, Any] = {"loc": "upper left", "bbox_to_anchor": (1.0, 1.0)}
 
 # Beyond this many bars, values are not written on them (they would overlap).
 LABELLED_BARS = 16
@@ -86,11 +86,16 @@ def runs_chart(runs: Sequence[Run], selected: str) -> str:
         return _svg(fig, "runs", "Matched, pending and discrepancies per run")
 
 
-def discrepancies_chart(run: Run, by_age: dict[str, dict[str, int]], as_of_label: str) -> str:
-    """The run's discrepancies by kind, and every open discrepancy by age and kind."""
+def discrepancies_chart(run: Run, aging: Aging | None) -> str:
+    """The run's discrepancies by kind and, from the aging snapshot if there is one, the
+    open discrepancies by age and kind."""
     with _style("discrepancies"):
-        fig = Figure(figsize=(10, 3.8), layout="constrained")
-        left, right = fig.subplots(1, 2, width_ratios=[1, 1.15])
+        fig = Figure(figsize=(10 if aging else 5.5, 3.8), layout="constrained")
+        if aging is None:
+            left = fig.subplots()
+        else:
+            left, right = fig.subplots(1, 2, width_ratios=[1, 1.15])
+            _aging_panel(right, aging)
         kinds = list(reversed(KINDS))
         counts = [run.discrepancies_by_kind.get(k, 0) for k in kinds]
         bars = left.barh(kinds, counts, color=[KIND_COLORS[k] for k in kinds])
@@ -98,22 +103,28 @@ def discrepancies_chart(run: Run, by_age: dict[str, dict[str, int]], as_of_label
         left.set_title("This run's discrepancies by kind")
         left.margins(x=0.15)
         _counts(left.xaxis)
-
-        labels = list(by_age)
-        bottom = [0] * len(labels)
-        for kind in KINDS:
-            heights = [by_age[label].get(kind, 0) for label in labels]
-            if any(heights):
-                right.bar(labels, heights, bottom=bottom, color=KIND_COLORS[kind], label=kind)
-                bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
-        totals = right.bar(labels, [0] * len(labels), bottom=bottom, color="none")
-        right.bar_label(totals, labels=[f"{t:,}" for t in bottom], padding=2)
-        right.set_title(f"Open discrepancies by age (as of {_text(as_of_label)})")
-        right.set_ylim(0, max(bottom, default=0) * 1.2 or 1)
-        _counts(right.yaxis)
-        if any(bottom):
-            right.legend(**_OUTSIDE, fontsize=8)
         return _svg(fig, "discrepancies", "Discrepancies by kind and by age")
+
+
+def _aging_panel(ax: Axes, aging: Aging) -> None:
+    by_age = aging.by_age()
+    labels = list(by_age)
+    bottom = [0] * len(labels)
+    kinds = [*KINDS, *sorted({k for b in by_age.values() for k in b} - set(KINDS))]
+    for kind in kinds:
+        heights = [by_age[label].get(kind, 0) for label in labels]
+        if any(heights):
+            color = KIND_COLORS.get(kind, PENDING)
+            ax.bar(labels, heights, bottom=bottom, color=color, label=_text(kind))
+            bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
+    totals = ax.bar(labels, [0] * len(labels), bottom=bottom, color="none")
+    ax.bar_label(totals, labels=[f"{t:,}" for t in bottom], padding=2)
+    ax.set_title(f"Open discrepancies by age (snapshot {aging.as_of_date:%Y-%m-%d})")
+    ax.set_xlabel("age of the discrepancy's window")
+    ax.set_ylim(0, max(bottom, default=0) * 1.2 or 1)
+    _counts(ax.yaxis)
+    if any(bottom):
+        ax.legend(**_OUTSIDE, fontsize=8)
 
 
 def revenue_chart(revenue: Sequence[DailyRevenue]) -> str | None:
@@ -136,14 +147,18 @@ def revenue_chart(revenue: Sequence[DailyRevenue]) -> str | None:
         return _svg(fig, "revenue", "Gross, fees and net per day and currency")
 
 
-def health_chart(runs: Sequence[Run], selected: str) -> str:
-    """Per run: how long it took (coloured by status), its dead letters and DQ failures."""
+def health_chart(runs: Sequence[HealthRun], selected: str) -> str | None:
+    """Per run, failed ones included: how long it took (coloured by status), how long after
+    its window closed it finished, its dead letters and DQ failures."""
+    if not runs:
+        return None
     with _style("health"):
-        fig = Figure(figsize=(10, 4.2), layout="constrained")
-        top, bottom = fig.subplots(2, 1, sharex=True)
+        fig = Figure(figsize=(10, 5.8), layout="constrained")
+        top, middle, bottom = fig.subplots(3, 1, sharex=True, height_ratios=[1.2, 1, 1])
         x = list(range(len(runs)))
+        colors = [STATUS_COLORS.get(r.status, FAILED) for r in runs]
         seconds = [r.duration.total_seconds() for r in runs]
-        bars = top.bar(x, seconds, color=[STATUS_COLORS.get(r.status, FAILED) for r in runs])
+        bars = top.bar(x, seconds, color=colors)
         if len(runs) <= LABELLED_BARS:
             top.bar_label(bars, labels=[f"{s:,.1f} s" for s in seconds], padding=2)
         statuses = dict.fromkeys(r.status for r in runs)
@@ -153,11 +168,16 @@ def health_chart(runs: Sequence[Run], selected: str) -> str:
         )
         top.set_title("Run duration (seconds), coloured by status")
         top.margins(y=0.25)
+        _freshness_panel(middle, runs, colors)
         dead = [r.dead_letters for r in runs]
         failed = [r.dq_failures for r in runs]
         w = 0.4
-        b1 = bottom.bar([i - w / 2 for i in x], dead, w, color="#6d4c41", label="dead letters")
-        b2 = bottom.bar([i + w / 2 for i in x], failed, w, color=FAILED, label="DQ failures")
+        b1 = bottom.bar(
+            [i - w / 2 for i in x], _zeros(dead), w, color="#6d4c41", label="dead letters"
+        )
+        b2 = bottom.bar(
+            [i + w / 2 for i in x], _zeros(failed), w, color=FAILED, label="DQ failures"
+        )
         _label_bars(bottom, b1, dead)
         _label_bars(bottom, b2, failed)
         bottom.set_title("Dead letters and failed data-quality expectations, per run")
@@ -165,7 +185,24 @@ def health_chart(runs: Sequence[Run], selected: str) -> str:
         bottom.margins(y=0.3)
         _counts(bottom.yaxis)
         _run_ticks(bottom, runs, selected)
-        return _svg(fig, "health", "Run duration, status, dead letters and DQ failures")
+        return _svg(fig, "health", "Run duration, status, freshness, dead letters and DQ failures")
+
+
+# Freshness is charted in the largest of these units that its largest value is twice or more.
+_SPANS = (("days", 86_400), ("hours", 3_600), ("minutes", 60), ("seconds", 1))
+
+
+def _freshness_panel(ax: Axes, runs: Sequence[HealthRun], colors: list[str]) -> None:
+    seconds = [r.freshness.total_seconds() for r in runs]
+    largest = max(abs(s) for s in seconds)
+    unit, size = next((u, n) for u, n in _SPANS if largest >= 2 * n or n == 1)
+    values = [s / size for s in seconds]
+    bars = ax.bar(range(len(runs)), values, color=colors)
+    if len(runs) <= LABELLED_BARS:
+        ax.bar_label(bars, labels=[f"{v:,.1f}" for v in values], padding=2)
+    ax.axhline(0, color="#555", linewidth=0.6)
+    ax.set_title(f"Freshness: results landed this long after the window closed ({unit})")
+    ax.margins(y=0.3)
 
 
 def _revenue_panel(ax: Axes, currency: str, rows: list[DailyRevenue]) -> None:
@@ -194,12 +231,18 @@ def _counts(axis: Axis) -> None:
     axis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
 
 
-def _label_bars(ax: Axes, bars, values: Sequence[int], **kwargs) -> None:
+def _label_bars(ax: Axes, bars, values: Sequence[int | None], **kwargs) -> None:
+    """Each bar's value (— for a count the run never got to)."""
     if len(values) <= LABELLED_BARS:
-        ax.bar_label(bars, labels=[f"{v:,}" for v in values], padding=2, **kwargs)
+        labels = ["—" if v is None else f"{v:,}" for v in values]
+        ax.bar_label(bars, labels=labels, padding=2, **kwargs)
 
 
-def _run_ticks(ax: Axes, runs: Sequence[Run], selected: str) -> None:
+def _zeros(values: Sequence[int | None]) -> list[int]:
+    return [v or 0 for v in values]
+
+
+def _run_ticks(ax: Axes, runs: Sequence[Run | HealthRun], selected: str) -> None:
     """One tick per run, named by its window start (UTC); the selected run's in bold."""
     labels = [
         r.window_start.strftime("%Y-%m-%d\n%H:%MZ")

@@ -1,9 +1,9 @@
 """What ``payrecon report`` reads from the warehouse, as typed rows.
 
 Only plain, portable SQL reaches the warehouse (SELECT, WHERE, GROUP BY, ORDER BY, CASE,
-COALESCE, ABS, DATE literals), so DuckDB, BigQuery and Snowflake answer the same queries.
-Columns are read by position, not by name (Snowflake upper-cases unquoted names); JSON
-columns are decoded, ages bucketed and money converted here, in Python, on few rows.
+COALESCE, ABS, MAX, scalar subqueries, DATE literals), so DuckDB, BigQuery and Snowflake
+answer the same queries. Columns are read by position, not by name (Snowflake upper-cases
+unquoted names); JSON columns are decoded and money converted here, in Python, on few rows.
 """
 
 from __future__ import annotations
@@ -12,29 +12,35 @@ import json
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import pyarrow as pa
 
 from schemas.currencies import exponent, is_known
+from schemas.tables import AGE_BUCKETS
 from transforms.warehouse import Warehouse
 
 JOB = "reconcile"
-
-# Open discrepancies by how long ago they were detected: (label, upper bound in days).
-AGE_BUCKETS: tuple[tuple[str, float], ...] = (
-    ("< 1 d", 1),
-    ("1–3 d", 3),
-    ("3–7 d", 7),
-    ("7–30 d", 30),
-    ("> 30 d", float("inf")),
-)
 
 # How many runs the history charts and table show, ending with the latest.
 HISTORY_RUNS = 30
 
 # How many days of daily_revenue the report charts, ending with the run's last day.
 REVENUE_DAYS = 31
+
+
+class _Timed(Protocol):
+    """A run in a history: recon_runs' or recon_health's."""
+
+    @property
+    def run_id(self) -> str: ...
+    @property
+    def window_end(self) -> datetime: ...
+    @property
+    def finished_at(self) -> datetime: ...
+
+
+R = TypeVar("R", bound=_Timed)
 
 
 class ReportError(Exception):
@@ -93,12 +99,63 @@ class AtStake(NamedTuple):
     amount: int
 
 
-class OpenDiscrepancies(NamedTuple):
-    """How many discrepancies of a kind were detected at one time (one per run)."""
+class HealthRun(NamedTuple):
+    """One ``recon_health`` row of the reconcile job: any run, failed ones included.
+
+    The counts are None for a run that failed before counting.
+    """
+
+    run_id: str
+    window_start: datetime
+    window_end: datetime
+    started_at: datetime
+    finished_at: datetime
+    duration: timedelta
+    freshness: timedelta  # finished_at - window_end
+    status: str
+    exit_code: int | None
+    error: str | None
+    records_in: int | None
+    dead_letters: int | None
+    quarantined: int | None
+    discrepancies: int | None
+    dq_failures: int | None
+
+
+class Health(NamedTuple):
+    runs: tuple[HealthRun, ...]  # oldest window first
+    # True for a warehouse older than recon_health: the runs are recon_runs' (no failed run).
+    from_recon_runs: bool
+
+
+class AgingRow(NamedTuple):
+    """One ``discrepancy_aging`` row with open discrepancies (minor units)."""
 
     kind: str
-    detected_at: datetime
-    discrepancies: int
+    currency: str  # '?' when unknown
+    age_bucket: str
+    age_order: int
+    open_discrepancies: int
+    amount_at_stake: int
+
+
+class Aging(NamedTuple):
+    """One ``discrepancy_aging`` snapshot: what was open on ``as_of_date``, and how old."""
+
+    as_of_date: date
+    rows: tuple[AgingRow, ...]  # open_discrepancies > 0, youngest bucket first
+
+    def buckets(self) -> list[str]:
+        """Every bucket label, youngest first: the schema's, then any other the rows name."""
+        others = {(r.age_order, r.age_bucket) for r in self.rows if r.age_bucket not in AGE_BUCKETS}
+        return [*AGE_BUCKETS, *(label for _, label in sorted(others))]
+
+    def by_age(self) -> dict[str, dict[str, int]]:
+        """``{bucket label: {kind: open discrepancies}}`` for every bucket, in order."""
+        out: dict[str, dict[str, int]] = {label: {} for label in self.buckets()}
+        for r in self.rows:
+            out[r.age_bucket][r.kind] = out[r.age_bucket].get(r.kind, 0) + r.open_discrepancies
+        return out
 
 
 class DailyRevenue(NamedTuple):
@@ -118,7 +175,8 @@ class ReportData(NamedTuple):
     runs: tuple[Run, ...]  # every reconcile run, oldest window first
     run: Run  # the run the report is about
     at_stake: tuple[AtStake, ...]  # the run's discrepancies
-    open_discrepancies: tuple[OpenDiscrepancies, ...]  # every run's, detected by as_of
+    aging: Aging | None  # the latest snapshot on or before as_of's day, if any
+    health: Health
     revenue: tuple[DailyRevenue, ...]  # REVENUE_DAYS days up to the run's last day
     as_of: datetime
 
@@ -132,7 +190,8 @@ def load_report_data(warehouse: Warehouse, run_id: str | None, as_of: datetime) 
         runs=runs,
         run=run,
         at_stake=read_at_stake(warehouse, run.run_id),
-        open_discrepancies=read_open_discrepancies(warehouse, as_of),
+        aging=read_aging(warehouse, as_of.astimezone(UTC).date()),
+        health=read_health(warehouse, runs),
         revenue=read_revenue(warehouse, last_day - timedelta(days=REVENUE_DAYS - 1), last_day),
         as_of=as_of,
     )
@@ -158,8 +217,7 @@ def read_runs(warehouse: Warehouse) -> tuple[Run, ...]:
             "recon_runs holds no reconcile run: run `payrecon reconcile ... --warehouse URL` "
             "into this warehouse first"
         )
-    runs = [_run(row) for row in rows]
-    return tuple(sorted(runs, key=lambda r: (r.window_end, r.finished_at)))
+    return tuple(sorted(map(_run, rows), key=_by_window))
 
 
 def select_run(runs: Sequence[Run], run_id: str | None) -> Run:
@@ -176,12 +234,14 @@ def select_run(runs: Sequence[Run], run_id: str | None) -> Run:
     )
 
 
-def recent_runs(runs: Sequence[Run], run: Run, limit: int = HISTORY_RUNS) -> tuple[Run, ...]:
-    """The latest ``limit`` runs, oldest first, always including ``run``."""
+def recent_runs(runs: Sequence[R], selected: str, limit: int = HISTORY_RUNS) -> tuple[R, ...]:
+    """The latest ``limit`` of ``runs`` (sorted by window end, then finish time), oldest
+    first, always including the run ``selected`` when there is one of that id."""
     shown = list(runs[-limit:])
-    if run not in shown:
-        shown = [run, *shown[1:]]
-    return tuple(sorted(shown, key=lambda r: (r.window_end, r.finished_at)))
+    chosen = [r for r in runs if r.run_id == selected]
+    if chosen and chosen[0] not in shown:
+        shown = [chosen[0], *shown[1:]]
+    return tuple(sorted(shown, key=_by_window))
 
 
 def read_at_stake(warehouse: Warehouse, run_id: str) -> tuple[AtStake, ...]:
@@ -200,22 +260,51 @@ def read_at_stake(warehouse: Warehouse, run_id: str) -> tuple[AtStake, ...]:
     return tuple(AtStake(k, c, int(n), int(a or 0)) for k, c, n, a in rows)
 
 
-def read_open_discrepancies(warehouse: Warehouse, as_of: datetime) -> tuple[OpenDiscrepancies, ...]:
-    """Discrepancies detected by ``as_of``, grouped by kind and detection time.
+def read_aging(warehouse: Warehouse, day: date) -> Aging | None:
+    """The latest ``discrepancy_aging`` snapshot taken on or before ``day`` (None: none).
 
-    Every discrepancy in the warehouse counts as open: the repair job's outcomes are not
-    in the warehouse yet.
+    Its zero rows (buckets that emptied during the day) are dropped, but they still date a
+    snapshot in which nothing is open.
     """
-    if not warehouse.has_table("recon_discrepancies"):
-        return ()
+    if not warehouse.has_table("discrepancy_aging"):
+        return None
     rows = _rows(
         warehouse.query_arrow(
-            "SELECT kind, detected_at, COUNT(*) FROM recon_discrepancies "
-            "GROUP BY kind, detected_at ORDER BY detected_at, kind"
+            "SELECT as_of_date, kind, currency, age_bucket, age_order, open_discrepancies, "
+            "amount_at_stake FROM discrepancy_aging WHERE as_of_date = (SELECT "
+            "MAX(as_of_date) FROM discrepancy_aging "
+            f"WHERE as_of_date <= DATE '{day.isoformat()}') "
+            "ORDER BY age_order, kind, currency"
         )
     )
-    found = (OpenDiscrepancies(k, _utc(t), int(n)) for k, t, n in rows)
-    return tuple(o for o in found if o.detected_at <= as_of)
+    if not rows:
+        return None
+    found = (
+        AgingRow(kind, currency, bucket, int(order), int(n or 0), int(amount or 0))
+        for _, kind, currency, bucket, order, n, amount in rows
+    )
+    return Aging(_day(rows[0][0]), tuple(r for r in found if r.open_discrepancies))
+
+
+_HEALTH_COLUMNS = (
+    "run_id, window_start, window_end, started_at, finished_at, duration_ms, freshness_s, "
+    "status, exit_code, error, records_in, dead_letters, quarantined, discrepancies, "
+    "dq_failures"
+)
+
+
+def read_health(warehouse: Warehouse, runs: Sequence[Run]) -> Health:
+    """Every reconcile run's ``recon_health`` row; from ``runs`` when the warehouse
+    predates that table."""
+    if not warehouse.has_table("recon_health"):
+        return Health(tuple(_health_of(run) for run in runs), from_recon_runs=True)
+    rows = _rows(
+        warehouse.query_arrow(
+            f"SELECT {_HEALTH_COLUMNS} FROM recon_health WHERE job = '{JOB}' "
+            "ORDER BY window_end, finished_at"
+        )
+    )
+    return Health(tuple(sorted(map(_health_row, rows), key=_by_window)), from_recon_runs=False)
 
 
 def read_revenue(warehouse: Warehouse, first: date, last: date) -> tuple[DailyRevenue, ...]:
@@ -229,21 +318,6 @@ def read_revenue(warehouse: Warehouse, first: date, last: date) -> tuple[DailyRe
         )
     )
     return tuple(DailyRevenue(_day(d), c, *(int(v or 0) for v in values)) for d, c, *values in rows)
-
-
-def age_bucket(age: timedelta) -> str:
-    """The AGE_BUCKETS label of an age (a negative age counts as fresh)."""
-    days = age / timedelta(days=1)
-    return next(label for label, upper in AGE_BUCKETS if days < upper)
-
-
-def open_by_age(open_discrepancies: Sequence[OpenDiscrepancies], as_of: datetime) -> dict:
-    """``{bucket label: {kind: count}}`` for every AGE_BUCKETS label, in order."""
-    out: dict[str, dict[str, int]] = {label: {} for label, _ in AGE_BUCKETS}
-    for o in open_discrepancies:
-        bucket = out[age_bucket(as_of - o.detected_at)]
-        bucket[o.kind] = bucket.get(o.kind, 0) + o.discrepancies
-    return out
 
 
 def major_units(amount: int, currency: str) -> Decimal | None:
@@ -278,6 +352,53 @@ def _run(row: tuple) -> Run:
     for name in _COUNTS:
         values[name] = int(values[name] or 0)
     return Run(**values)
+
+
+def _health_row(row: tuple) -> HealthRun:
+    run_id, start, end, started, finished, duration_ms, freshness_s, status, *rest = row
+    exit_code, error, *counts = rest
+    return HealthRun(
+        run_id,
+        _utc(start),
+        _utc(end),
+        _utc(started),
+        _utc(finished),
+        timedelta(milliseconds=int(duration_ms)),
+        timedelta(seconds=int(freshness_s)),
+        status,
+        _int(exit_code),
+        error,
+        *map(_int, counts),
+    )
+
+
+def _health_of(run: Run) -> HealthRun:
+    """A recon_runs row as the health row its run would have written (what it can tell)."""
+    return HealthRun(
+        run.run_id,
+        run.window_start,
+        run.window_end,
+        run.started_at,
+        run.finished_at,
+        run.duration,
+        run.finished_at - run.window_end,
+        run.status,
+        exit_code=0 if run.status == "succeeded" else 1,
+        error=None,
+        records_in=run.messages_in + run.stripe_rows,
+        dead_letters=run.dead_letters,
+        quarantined=None,
+        discrepancies=run.discrepancies,
+        dq_failures=run.dq_failures,
+    )
+
+
+def _by_window(run: _Timed) -> tuple[datetime, datetime]:
+    return run.window_end, run.finished_at
+
+
+def _int(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 def _rows(table: pa.Table) -> list[tuple[Any, ...]]:

@@ -8,30 +8,33 @@ currency's exponent (``Decimal``, never floats).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from html import escape
 from typing import NamedTuple
 
 from pipelines.report_data import (
+    Aging,
     AtStake,
     CurrencyTotal,
     DailyRevenue,
+    Health,
+    HealthRun,
     ReportData,
     Run,
     major_units,
-    open_by_age,
 )
+from pipelines.report_page import CSS, PAGE
 from schemas.discrepancy import KINDS
 
 
 class Charts(NamedTuple):
-    """Inline ``<svg>`` elements (``revenue`` is None without daily_revenue rows)."""
+    """Inline ``<svg>`` elements (None: no data to chart)."""
 
     runs: str
     discrepancies: str
     revenue: str | None
-    health: str
+    health: str | None
 
 
 class Safe(str):
@@ -43,6 +46,7 @@ def render_page(
     charts: Charts,
     *,
     history: Sequence[Run],
+    health_history: Sequence[HealthRun],
     source: str,
     generated_at: datetime,
 ) -> str:
@@ -62,9 +66,8 @@ def render_page(
                 "discrepancies",
                 "Discrepancies by kind and by age",
                 charts.discrepancies,
-                "Age is the time since a discrepancy was detected, as of "
-                f"{_ts(data.as_of)}; every discrepancy in the warehouse counts as open.",
-                _age_table(data),
+                _aging_note(data.aging, data.as_of),
+                _aging_tables(data.aging),
             ),
             _section(
                 "revenue",
@@ -78,19 +81,19 @@ def render_page(
                 "health",
                 "Recon health",
                 charts.health,
-                "Duration is finished_at − started_at of each run.",
-                _history_table(history, run),
+                _health_note(data.health, len(health_history)),
+                _health_table(health_history, run),
             ),
         ]
     )
-    return _PAGE.format(title=escape(f"payrecon report {run.run_id}"), css=_CSS, body=body)
+    return PAGE.format(title=escape(f"payrecon report {run.run_id}"), css=CSS, body=body)
 
 
 def _header(run: Run, source: str, generated_at: datetime, as_of: datetime) -> str:
     return (
         f'<header><h1>Reconciliation report</h1><p class="meta">Run <code>{escape(run.run_id)}'
         f"</code> · window {escape(_window(run))} · {_status(run.status)}<br>"
-        f"Warehouse {escape(source)} · generated {_ts(generated_at)} · ages as of {_ts(as_of)}"
+        f"Warehouse {escape(source)} · generated {_ts(generated_at)} · as of {_ts(as_of)}"
         "</p></header>"
     )
 
@@ -168,8 +171,39 @@ def _totals_table(totals: Sequence[CurrencyTotal]) -> str:
     return _table(head, rows, numeric=set(range(2, 10)))
 
 
-def _age_table(data: ReportData) -> str:
-    by_age = open_by_age(data.open_discrepancies, data.as_of)
+def _aging_note(aging: Aging | None, as_of: datetime) -> str:
+    day = f"{as_of:%Y-%m-%d}"
+    if aging is None:
+        return (
+            f"Open discrepancies by age: discrepancy_aging has no snapshot on or before {day}, "
+            "so none is shown (each payrecon reconcile run writes the snapshot of its --as-of "
+            "day)."
+        )
+    snapshot = f"{aging.as_of_date:%Y-%m-%d}"
+    which = "the report's as-of day" if snapshot == day else f"the latest on or before {day}"
+    return (
+        f"Open discrepancies by age: the discrepancy_aging snapshot of {snapshot} ({which}). "
+        "A discrepancy is open while the latest run of its window still finds it; its age "
+        "runs from its window's start to the snapshot. Amount at stake: the difference for "
+        "an amount mismatch, else the larger side's amount, in major units."
+    )
+
+
+def _aging_tables(aging: Aging | None) -> str:
+    if aging is None:
+        return ""
+    if not aging.rows:
+        return f"<p>No discrepancy was open on {aging.as_of_date:%Y-%m-%d}.</p>"
+    return (
+        "<h3>Open discrepancies by kind and age</h3>"
+        + _age_table(aging)
+        + "<h3>Amount at stake by currency and age</h3>"
+        + _at_stake_table(aging)
+    )
+
+
+def _age_table(aging: Aging) -> str:
+    by_age = aging.by_age()
     kinds = [k for k in KINDS if any(k in b for b in by_age.values())]
     kinds += sorted({k for b in by_age.values() for k in b} - set(kinds))
 
@@ -180,6 +214,26 @@ def _age_table(data: ReportData) -> str:
     rows.append(row("total", [sum(b.values()) for b in by_age.values()]))
     numeric = set(range(1, len(by_age) + 2))
     return _table(["Kind", *by_age, "Total"], rows, numeric=numeric, last_is_total=True)
+
+
+def _at_stake_table(aging: Aging) -> str:
+    """Per currency and age bucket: open discrepancies and their money, then all ages."""
+    rows: list[list[object]] = []
+    for currency in sorted({r.currency for r in aging.rows}):
+        buckets: dict[str, tuple[int, int]] = {}  # in age order, as the rows are
+        for r in aging.rows:
+            if r.currency == currency:
+                n, amount = buckets.get(r.age_bucket, (0, 0))
+                buckets[r.age_bucket] = (n + r.open_discrepancies, amount + r.amount_at_stake)
+        if len(buckets) > 1:
+            counts, amounts = zip(*buckets.values(), strict=True)
+            buckets[Safe("<em>all ages</em>")] = (sum(counts), sum(amounts))
+        rows += [
+            [currency.upper(), label, _n(n), _money(amount, currency)]
+            for label, (n, amount) in buckets.items()
+        ]
+    head = ["Currency", "Age", "Open discrepancies", "Amount at stake"]
+    return _table(head, rows, numeric={2, 3})
 
 
 def _revenue_table(run: Run, revenue: Sequence[DailyRevenue]) -> str:
@@ -196,25 +250,48 @@ def _revenue_table(run: Run, revenue: Sequence[DailyRevenue]) -> str:
     return _table([*head, "Net"], rows, numeric=set(range(2, 8)))
 
 
-def _history_table(history: Sequence[Run], selected: Run) -> str:
-    head = ["Run id", "Window (UTC)", "Status", "Duration", "Messages in", "Dead letters"]
-    head += ["DQ failures", "Matched", "Discrepancies"]
+def _health_note(health: Health, shown: int) -> str:
+    if health.from_recon_runs:
+        return (
+            "This warehouse has no recon_health table (it predates it), so these runs come "
+            "from recon_runs, which has no failed run: duration is finished_at − started_at, "
+            "freshness finished_at − window_end; — marks what recon_runs does not record."
+        )
+    return (
+        f"From recon_health: the last {shown} reconcile run(s), failed ones included, with "
+        "their error. Duration is how long a run took; freshness, how long after its window "
+        "closed its results landed. — marks a count a failed run never got to."
+    )
+
+
+def _health_table(runs: Sequence[HealthRun], selected: Run) -> str:
+    """Latest run first; a failed run's error on a row of its own, below the run's.
+    (No records out: it is records in less dead letters and quarantined.)"""
+    if not runs:
+        return "<p>recon_health holds no reconcile run.</p>"
+    head = ["Run id", "Window (UTC)", "Status", "Duration", "Freshness", "Records in"]
+    head += ["Dead letters", "Quarantined", "DQ failures", "Discrepancies"]
+    latest_first = list(reversed(runs))
     rows = [
         [
-            Safe(f"<code>{escape(r.run_id)}</code>"),
-            _window(r),
+            _run_id(r.run_id),
+            _window_cell(r),
             _status(r.status),
             _duration(r.duration),
-            _n(r.messages_in),
-            _n(r.dead_letters),
-            _n(r.dq_failures),
-            _n(r.matched),
-            _n(r.discrepancies),
+            _duration(r.freshness),
+            *map(_count, (r.records_in, r.dead_letters, r.quarantined)),
+            *map(_count, (r.dq_failures, r.discrepancies)),
         ]
-        for r in reversed(history)
+        for r in latest_first
     ]
-    marked = {i for i, r in enumerate(reversed(history)) if r.run_id == selected.run_id}
-    return _table(head, rows, numeric=set(range(3, 9)), marked=marked)
+    errors = {
+        i: Safe(f'<span class="error">exit code {_count(r.exit_code)}: {escape(r.error)}</span>')
+        for i, r in enumerate(latest_first)
+        if r.error
+    }
+    marked = {i for i, r in enumerate(latest_first) if r.run_id == selected.run_id}
+    table = _table(head, rows, numeric=set(range(3, 10)), marked=marked, details=errors)
+    return f'<div class="scroll compact">{table}</div>'
 
 
 def _section(anchor: str, title: str, chart: str | None, note: str, table: str = "") -> str:
@@ -232,8 +309,10 @@ def _table(
     numeric: Collection[int] = (),
     marked: Collection[int] = (),
     last_is_total: bool = False,
+    details: Mapping[int, Safe] | None = None,
 ) -> str:
-    """A table; cells in ``numeric`` columns are right-aligned, rows in ``marked`` highlighted."""
+    """A table; cells in ``numeric`` columns are right-aligned, rows in ``marked`` highlighted,
+    and ``details[n]`` is a row across the whole table below row ``n``."""
 
     def cells(row: Sequence[object], tag: str) -> str:
         return "".join(
@@ -247,6 +326,8 @@ def _table(
         ('<tr class="selected">' if n in marked else "<tr>") + cells(row, "td") + "</tr>"
         for n, row in enumerate(rows)
     ]
+    for n, detail in sorted((details or {}).items(), reverse=True):
+        body.insert(n + 1, f'<tr class="detail"><td colspan="{len(head)}">{detail}</td></tr>')
     if last_is_total and body:
         body[-1] = body[-1].replace("<tr>", '<tr class="total">', 1)
     return (
@@ -267,6 +348,10 @@ def _n(count: int) -> str:
     return f"{count:,}"
 
 
+def _count(count: int | None) -> str:
+    return "—" if count is None else _n(count)
+
+
 def _money(amount: int | None, currency: str) -> str:
     if amount is None:
         return "—"
@@ -284,60 +369,30 @@ def _ts(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%SZ")
 
 
-def _window(run: Run) -> str:
+def _window(run: Run | HealthRun) -> str:
     return f"[{_ts(run.window_start)}, {_ts(run.window_end)})"
+
+
+def _run_id(run_id: str) -> Safe:
+    """A run id that may break after its underscores, where a narrow table needs it to."""
+    return Safe(f"<code>{'_<wbr>'.join(escape(part) for part in run_id.split('_'))}</code>")
+
+
+def _window_cell(run: HealthRun) -> Safe:
+    """The window, broken (if at all) between its start and its end."""
+    start, end = escape(f"[{_ts(run.window_start)},"), escape(f"{_ts(run.window_end)})")
+    return Safe(f'<span class="nowrap">{start}</span> <span class="nowrap">{end}</span>')
 
 
 def _duration(span: timedelta) -> str:
     seconds = span.total_seconds()
+    if seconds < 0:
+        return "−" + _duration(-span)
     if seconds < 60:
         return f"{seconds:.1f} s"
     minutes, secs = divmod(round(seconds), 60)
     hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    if days:
+        return f"{days} d {hours:02d} h"
     return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s"
-
-
-_PAGE = """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title}</title>
-<style>{css}</style>
-</head>
-<body>
-{body}
-</body>
-</html>
-"""
-
-_CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", Arial,
-  sans-serif; color: #1d1d1f; margin: 2rem auto; max-width: 1100px; padding: 0 1rem;
-  line-height: 1.4; }
-h1 { font-size: 1.6rem; margin: 0 0 .3rem; }
-h2 { font-size: 1.25rem; border-bottom: 1px solid #ddd; padding-bottom: .2rem;
-  margin-top: 2.2rem; }
-h3 { font-size: 1rem; margin: 1.2rem 0 .4rem; }
-.meta, .note { color: #555; font-size: .9rem; }
-code { font-family: ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, monospace;
-  font-size: .9em; }
-table { border-collapse: collapse; margin: .4rem 0 1rem; font-size: .9rem; }
-th, td { padding: .25rem .6rem; border-bottom: 1px solid #e5e5e5; text-align: left;
-  vertical-align: top; }
-thead th { background: #f5f5f7; }
-.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-table.kv th { font-weight: normal; color: #555; }
-table.kv { max-width: 36rem; }
-table.kv td { font-variant-numeric: tabular-nums; overflow-wrap: anywhere; }
-tr.total td { font-weight: bold; border-top: 2px solid #ccc; }
-tr.selected td { background: #fff8e1; }
-.status { padding: .05rem .45rem; border-radius: .6rem; font-size: .85rem; }
-.status.ok { background: #e8f5e9; color: #1b5e20; }
-.status.bad { background: #ffebee; color: #b71c1c; }
-.cols { display: flex; gap: 2.5rem; flex-wrap: wrap; align-items: flex-start; }
-.scroll { overflow-x: auto; }
-figure.chart { margin: .5rem 0; }
-figure.chart svg { max-width: 100%; height: auto; }
-@media print { body { margin: 0; max-width: none; } section { break-inside: avoid; } }
-"""

@@ -65,6 +65,7 @@ def record_failure(
     started_at: datetime,
     exit_code: int,
     error: str,
+    status: str = "failed",
 ) -> bool:
     """Writes a failed run's row; True when it was written."""
     from transforms.warehouse import open_warehouse
@@ -75,7 +76,7 @@ def record_failure(
         window=window,
         started_at=started_at,
         finished_at=datetime.now(UTC),
-        status="failed",
+        status=status,
         exit_code=exit_code,
         error=error.splitlines()[0][:2000] if error else None,
     )

@@ -6,6 +6,9 @@ from schemas.discrepancy import DISCREPANCY_V1
 from schemas.dq_result import CONSERVATION_V1, DQ_RESULT_V1
 from schemas.ledger_event import LEDGER_EVENT_V1
 from schemas.match import RECON_COUNT_V1, RECON_MATCH_V1, RECON_TOTALS_V1
+from schemas.order_status import ORDER_STATUS_V1
+from schemas.payments import PAYMENT_REQUEST_V1, PAYMENT_RESULT_V1, PAYMENT_TELEMETRY_V1
+from schemas.stripe_event import STRIPE_EVENT_ENVELOPE_V1
 from schemas.tables import DAILY_REVENUE_V1, RECON_RUN_V1
 
 REGISTRY = {
@@ -20,6 +23,11 @@ REGISTRY = {
     "daily_revenue": DAILY_REVENUE_V1,
     "dq_result": DQ_RESULT_V1,
     "conservation": CONSERVATION_V1,
+    "order_status": ORDER_STATUS_V1,
+    "stripe_event": STRIPE_EVENT_ENVELOPE_V1,
+    "payment_request": PAYMENT_REQUEST_V1,
+    "payment_result": PAYMENT_RESULT_V1,
+    "payment_telemetry": PAYMENT_TELEMETRY_V1,
 }
 
 __all__ = [
@@ -27,5 +35,10 @@ __all__ = [
     "DEAD_LETTER_V1",
     "DISCREPANCY_V1",
     "LEDGER_EVENT_V1",
+    "ORDER_STATUS_V1",
+    "PAYMENT_REQUEST_V1",
+    "PAYMENT_RESULT_V1",
+    "PAYMENT_TELEMETRY_V1",
     "REGISTRY",
+    "STRIPE_EVENT_ENVELOPE_V1",
 ]

@@ -9,6 +9,7 @@ row of ``DEAD_LETTER_V1``.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from enum import StrEnum
 
 import pyarrow as pa
@@ -31,6 +32,35 @@ class Reason(StrEnum):
     AMOUNT_OUT_OF_RANGE = "amount_out_of_range"
     BAD_TIMESTAMP = "bad_timestamp"
     BAD_COUNTRY = "bad_country"
+    # payrecon gateway: a request id that is not a UUID (its idempotency key derives from
+    # it), a gateway no consumer runs, a request the gateway refuses for good (a 4xx other
+    # than 429 that is not a card decline: unknown payment method, idempotency conflict).
+    BAD_UUID = "bad_uuid"
+    UNKNOWN_GATEWAY = "unknown_gateway"
+    GATEWAY_REJECTED = "gateway_rejected"
+    # payrecon webhooks consume: a Stripe event it has no mapping for, or whose object does
+    # not name its order (metadata.order_id).
+    UNHANDLED_EVENT_TYPE = "unhandled_event_type"
+    MISSING_ORDER_ID = "missing_order_id"
+
+
+# The reasons the ledger decoder gives (the generator injects one malformed line of each).
+DECODE_REASONS = frozenset(
+    {
+        Reason.PAYLOAD_TOO_LARGE,
+        Reason.NOT_JSON,
+        Reason.NOT_AN_OBJECT,
+        Reason.MISSING_FIELD,
+        Reason.WRONG_TYPE,
+        Reason.EMPTY_FIELD,
+        Reason.UNKNOWN_CURRENCY,
+        Reason.NEGATIVE_AMOUNT,
+        Reason.NON_INTEGER_AMOUNT,
+        Reason.AMOUNT_OUT_OF_RANGE,
+        Reason.BAD_TIMESTAMP,
+        Reason.BAD_COUNTRY,
+    }
+)
 
 
 DEAD_LETTER_V1 = versioned(
@@ -68,3 +98,29 @@ HEADERS = (
 def dlq_topic(source_topic: str) -> str:
     """The dead-letter topic of ``source_topic``."""
     return f"{source_topic}.dlq"
+
+
+def dead_letter_headers(
+    *,
+    reason: str,
+    detail: str,
+    topic: str,
+    partition: int,
+    offset: int,
+    job: str,
+    dead_lettered_at: datetime,
+    timestamp_ms: int | None = None,
+) -> list[tuple[str, bytes]]:
+    """The Kafka headers of a dead letter, in the order every payrecon job writes them."""
+    headers = [
+        (HEADER_PREFIX + "reason", reason.encode()),
+        (HEADER_PREFIX + "detail", detail.encode()),
+        (HEADER_PREFIX + "topic", topic.encode()),
+        (HEADER_PREFIX + "partition", str(partition).encode()),
+        (HEADER_PREFIX + "offset", str(offset).encode()),
+        (HEADER_PREFIX + "job", job.encode()),
+        (HEADER_PREFIX + "dead_lettered_at", dead_lettered_at.astimezone(UTC).isoformat().encode()),
+    ]
+    if timestamp_ms is not None:
+        headers.append((HEADER_PREFIX + "timestamp", str(timestamp_ms).encode()))
+    return headers

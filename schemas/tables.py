@@ -24,6 +24,7 @@ from schemas.health import RECON_HEALTH_V1
 from schemas.kafka_message import with_provenance
 from schemas.ledger_event import LEDGER_EVENT_V1
 from schemas.match import RECON_MATCH_V1
+from schemas.repair import RECON_REPAIR_V1
 
 
 @dataclass(frozen=True)
@@ -178,6 +179,13 @@ TABLES: dict[str, TableDef] = {
             ("as_of_date", "kind", "currency", "age_bucket"),
             "as_of_date",
             ("kind", "currency"),
+        ),
+        TableDef(
+            "recon_repairs",
+            RECON_REPAIR_V1,
+            ("discrepancy_id",),
+            "repaired_at",
+            ("action", "kind"),
         ),
         TableDef(
             "dq_results",

@@ -64,5 +64,6 @@ def reconcile_argv(
         "--ledger-topic", day["topic"], "--stripe-source", day["stripe"],
         "--warehouse", f"duckdb:///{warehouse}", "--as-of", day["as_of"],
         "--discrepancies-topic", discrepancies_topic, "--group-id", group_id,
+        "--repairs-topic", f"{day['topic']}.repairs",
         "--buckets", str(buckets),
     ]  # fmt: skip

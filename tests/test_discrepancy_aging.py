@@ -132,3 +132,10 @@ def test_a_bucket_that_emptied_since_the_last_snapshot_is_written_as_zero():
     snapshot = aging_snapshot(open_rows([discrepancy("r", window(0), 1)]), AS_OF, previous)
     got = {(r["currency"], r["age_bucket"]): r["open_discrepancies"] for r in snapshot.to_pylist()}
     assert got == {("usd", "0-1d"): 1, ("eur", "3-7d"): 0}
+
+
+def test_a_day_with_nothing_open_still_has_a_snapshot_of_zeros():
+    empty = aging_snapshot(open_rows([]), AS_OF, TABLES["discrepancy_aging"].schema.empty_table())
+    assert empty.num_rows > 0
+    assert set(empty.column("open_discrepancies").to_pylist()) == {0}
+    assert set(empty.column("as_of_date").to_pylist()) == {AS_OF.date()}

@@ -116,7 +116,14 @@ def test_a_failing_data_quality_suite_exits_1_with_one_line_naming_it(
     assert "expect_column_values_to_be_in_set(kind)" in line
     assert committed_nothing(broker, day, f"g-{warehouse.name}")
     with duckdb.connect(str(warehouse), read_only=True) as con:
-        assert con.execute("SELECT count(*) FROM information_schema.tables").fetchone() == (0,)
+        # No result table: only the run's health row, saying why it stopped.
+        tables = con.execute("SELECT table_name FROM information_schema.tables").fetchall()
+        assert tables == [("recon_health",)]
+        [(status, code, error)] = con.execute(
+            "SELECT status, exit_code, error FROM recon_health"
+        ).fetchall()
+    assert (status, code) == ("data_quality_failed", 1)
+    assert "expect_column_values_to_be_in_set(kind)" in error
 
 
 def api_reconcile(broker, day, warehouse: Path, api_base: str) -> int:

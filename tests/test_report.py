@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -17,8 +18,8 @@ import pytest
 from pipelines.cli import main as payrecon
 from pipelines.reconcile import main as reconcile
 from pipelines.report import main as report
-from pipelines.report_data import AGE_BUCKETS, age_bucket
-from schemas.tables import TABLES
+from pipelines.run_health import health_row, unplanned_run_id
+from schemas.tables import AGE_BUCKETS, TABLES
 from tests.browser_helpers import live_processes_naming, run_headless
 from tests.reconcile_helpers import published_day, reconcile_argv
 from transforms.warehouse import open_warehouse
@@ -190,16 +191,56 @@ def test_report_shows_daily_revenue_of_the_runs_day(page, warehouse):
     assert (jpy[0], jpy[3], jpy[6], jpy[7]) == ("2026-11-20", f"{gross:,}", f"{fees:,}", f"{net:,}")
 
 
-def test_open_discrepancies_are_bucketed_by_age(page, warehouse):
+def _latest_snapshot(warehouse: Path, as_of: str) -> tuple[str, list[tuple]]:
+    """The latest discrepancy_aging snapshot on or before ``as_of``'s day, and its rows."""
     with duckdb.connect(str(warehouse), read_only=True) as con:
-        [(count, detected_at)] = con.execute(
-            "SELECT count(*), max(detected_at) FROM recon_discrepancies"
+        rows = con.execute(
+            "SELECT as_of_date, kind, currency, age_bucket, open_discrepancies, "
+            "amount_at_stake_major FROM discrepancy_aging WHERE as_of_date = "
+            "(SELECT max(as_of_date) FROM discrepancy_aging WHERE as_of_date <= ?) "
+            "AND open_discrepancies > 0",
+            [datetime.fromisoformat(as_of).date()],
         ).fetchall()
-    bucket = age_bucket(datetime.fromisoformat(AS_OF) - detected_at)
-    rows = parse(page).table("discrepancies", "Kind")
-    heading, total = rows[0], rows[-1]
-    assert total[0] == "total"
-    assert total[heading.index(bucket)] == total[-1] == f"{count:,}"
+    assert rows
+    return f"{rows[0][0]:%Y-%m-%d}", [r[1:] for r in rows]
+
+
+def test_open_discrepancies_by_age_are_the_latest_aging_snapshots(page, warehouse):
+    day, rows = _latest_snapshot(warehouse, AS_OF)
+    stored: dict[tuple[str, str], int] = {}
+    for kind, _, bucket, n, _ in rows:
+        stored[(kind, bucket)] = stored.get((kind, bucket), 0) + n
+    shown = parse(page)
+    table = shown.table("discrepancies", "Kind")
+    heading, body, total = table[0], table[1:-1], table[-1]
+    assert heading == ["Kind", *AGE_BUCKETS, "Total"]
+    cells = {
+        (row[0], bucket): int(n.replace(",", ""))
+        for row in body
+        for bucket, n in zip(heading[1:-1], row[1:-1], strict=True)
+    }
+    assert {k: n for k, n in cells.items() if n} == stored
+    assert total[-1] == f"{sum(stored.values()):,}"
+    html = page.read_text()
+    assert f"discrepancy_aging snapshot of {day}" in html
+    assert f"Open discrepancies by age (snapshot {day})" in html
+
+
+def test_amount_at_stake_by_age_is_in_each_currencys_major_units(page, warehouse):
+    _, rows = _latest_snapshot(warehouse, AS_OF)
+    stored: dict[tuple[str, str], tuple[int, Decimal]] = {}
+    for _, currency, bucket, n, major in rows:
+        count, amount = stored.get((currency.upper(), bucket), (0, Decimal(0)))
+        stored[(currency.upper(), bucket)] = (count + n, amount + major)
+    table = parse(page).table("discrepancies", "Currency")[1:]
+    shown = {
+        (currency, bucket): (int(n.replace(",", "")), Decimal(amount.replace(",", "")))
+        for currency, bucket, n, amount in table
+        if bucket != "all ages"
+    }
+    assert shown == stored
+    # JPY has no minor unit: whole yen, never a decimal point.
+    assert all("." not in amount for currency, _, _, amount in table if currency == "JPY")
 
 
 def test_report_is_self_contained(page):
@@ -270,11 +311,75 @@ def test_values_from_the_warehouse_are_html_escaped(tmp_path):
     assert parse(out).facts()["Status"] == hostile
 
 
-def test_age_buckets():
-    assert [label for label, _ in AGE_BUCKETS] == [
-        age_bucket(timedelta(hours=h)) for h in (5, 30, 100, 200, 24 * 31)
+def test_a_failed_run_shows_in_run_health_with_its_error_escaped(warehouse, runs, tmp_path):
+    copy = tmp_path / "w.duckdb"
+    shutil.copyfile(warehouse, copy)
+    start = datetime(2026, 11, 21, tzinfo=UTC)
+    error = 'broker <kafka:9092> unreachable: "timed out" & gave up'
+    failed = health_row(
+        job="reconcile",
+        run_id=unplanned_run_id("reconcile", start),
+        window=(start, start + timedelta(hours=12)),
+        started_at=start + timedelta(hours=12, minutes=3),
+        finished_at=start + timedelta(hours=12, minutes=5, seconds=30),
+        status="failed",
+        exit_code=3,
+        error=error,
+    )
+    with open_warehouse(f"duckdb:///{copy}") as w:
+        w.load({TABLES["recon_health"]: failed})
+    out = tmp_path / "r.html"
+    assert report(["--warehouse", f"duckdb:///{copy}", "--out", str(out), "--as-of", AS_OF]) == 0
+    shown = parse(out)
+    # The failed run is the latest, but the report is still about the latest recon_runs run.
+    assert shown.sections["summary"]["data-run-id"] == runs[AFTERNOON[0]]["run_id"]
+    heading, *rows = shown.table("health", "Run id")
+    assert [r[0] for r in rows if len(r) > 1] == [
+        unplanned_run_id("reconcile", start),
+        runs[AFTERNOON[0]]["run_id"],
+        runs[MORNING[0]]["run_id"],
     ]
-    assert age_bucket(timedelta(hours=-1)) == AGE_BUCKETS[0][0]
+    latest = dict(zip(heading, rows[0], strict=True))
+    assert latest["Status"] == "failed"
+    assert (latest["Duration"], latest["Freshness"]) == ("2 min 30 s", "5 min 30 s")
+    assert latest["Records in"] == latest["Dead letters"] == "—"
+    assert rows[1] == [f"exit code 3: {error}"]
+    with duckdb.connect(str(copy), read_only=True) as con:
+        [stored] = con.execute(
+            "SELECT records_in, dead_letters, quarantined, dq_failures, discrepancies "
+            "FROM recon_health WHERE run_id = ?",
+            [runs[AFTERNOON[0]]["run_id"]],
+        ).fetchall()
+    afternoon = dict(zip(heading, rows[2], strict=True))
+    columns = ["Records in", "Dead letters", "Quarantined", "DQ failures", "Discrepancies"]
+    assert [afternoon[c] for c in columns] == [f"{n:,}" for n in stored]
+    html = out.read_text()
+    assert "<kafka:9092>" not in html
+    assert "broker &lt;kafka:9092&gt; unreachable: &quot;timed out&quot; &amp; gave up" in html
+
+
+def test_run_health_reads_recon_runs_in_a_warehouse_without_recon_health(tmp_path):
+    path = tmp_path / "w.duckdb"
+    with open_warehouse(f"duckdb:///{path}") as warehouse:
+        warehouse.load({TABLES["recon_runs"]: _run_rows()})
+    out = tmp_path / "r.html"
+    assert report(["--warehouse", f"duckdb:///{path}", "--out", str(out)]) == 0
+    shown = parse(out)
+    [heading, row] = shown.table("health", "Run id")
+    assert dict(zip(heading, row, strict=True))["Duration"] == "1 min 00 s"
+    assert "no recon_health table" in out.read_text()
+
+
+def test_without_an_aging_snapshot_the_page_says_so_instead_of_a_chart(tmp_path):
+    path = tmp_path / "w.duckdb"
+    with open_warehouse(f"duckdb:///{path}") as warehouse:
+        warehouse.load({TABLES["recon_runs"]: _run_rows()})
+    out = tmp_path / "r.html"
+    argv = ["--warehouse", f"duckdb:///{path}", "--out", str(out), "--as-of", AS_OF]
+    assert report(argv) == 0
+    html = out.read_text()
+    assert "discrepancy_aging has no snapshot on or before 2026-11-25" in html
+    assert "Open discrepancies by age (snapshot" not in html
 
 
 def test_help_explains_every_flag(capsys):

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pytest
 
 from pipelines.reconcile import main as reconcile
+from pipelines.repair import main as repair
 from schemas import tables_doc
 from schemas.discrepancy import KINDS
 from schemas.tables import TABLES
@@ -67,9 +68,9 @@ def test_a_table_without_a_section_is_named(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def warehouses(broker, tmp_path_factory, fakesnow_server) -> Iterator[tuple]:
-    """One generated day reconciled for real into DuckDB as of its export, then again a week
-    later with nothing repaired (two runs of the window, discrepancies now 7-30 days old);
-    then every table copied into Snowflake with the Snowflake sink."""
+    """One generated day reconciled for real into DuckDB as of its export, repaired, then
+    reconciled again a week later (two runs of the window; what could not be repaired is now
+    7-30 days old); then every table copied into Snowflake with the Snowflake sink."""
     tmp = tmp_path_factory.mktemp("tables_doc")
     day = published_day(
         broker.bootstrap_servers, tmp / "day", events=1500, seed=5, discrepancy_rate=0.02
@@ -82,12 +83,20 @@ def warehouses(broker, tmp_path_factory, fakesnow_server) -> Iterator[tuple]:
         group_id="tables-doc",
     )
     assert reconcile(argv) == 0
+    assert repair([
+        "--bootstrap-servers", broker.bootstrap_servers,
+        "--discrepancies-topic", f"{day['topic']}.discrepancies",
+        "--repairs-topic", f"{day['topic']}.repairs", "--review-topic", f"{day['topic']}.review",
+        "--group-id", "tables-doc", "--stripe-source", day["stripe"], "--as-of", day["as_of"],
+        "--warehouse", f"duckdb:///{tmp / 'w.duckdb'}",
+    ]) == 0  # fmt: skip
     week_later = datetime.fromisoformat(day["as_of"]) + timedelta(days=7)
     argv[argv.index("--as-of") + 1] = f"{week_later:%Y-%m-%dT%H:%M:%SZ}"
     assert reconcile(argv) == 0
 
     duck = DuckDBWarehouse(tmp / "w.duckdb")
     kinds = duck.query_arrow("SELECT DISTINCT kind FROM recon_discrepancies").column("kind")
+    assert all(duck.has_table(name) for name in TABLES)
     assert set(kinds.to_pylist()) == set(KINDS)
     snow = SnowflakeWarehouse.connect(
         **fakesnow_server, database=f"T_{uuid.uuid4().hex[:12]}", schema="RECON"

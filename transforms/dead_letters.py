@@ -7,12 +7,11 @@ so ``payrecon dlq`` can list them by reason and replay one to its source topic u
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC
 
 import apache_beam as beam
 import pyarrow as pa
 
-from schemas.dead_letter import HEADER_PREFIX, dlq_topic
+from schemas.dead_letter import dead_letter_headers, dlq_topic
 from transforms.kafka import KafkaRecord, WriteToKafka
 
 
@@ -20,22 +19,17 @@ def dead_letter_records(dead_letters: pa.Table) -> Iterator[KafkaRecord]:
     """One ``KafkaRecord`` per ``DEAD_LETTER_V1`` row, for the row's ``.dlq`` topic."""
     for row in dead_letters.to_pylist():
         stamp = row["timestamp"]
-        headers = [
-            (HEADER_PREFIX + "reason", row["reason"].encode()),
-            (HEADER_PREFIX + "detail", row["detail"].encode()),
-            (HEADER_PREFIX + "topic", row["topic"].encode()),
-            (HEADER_PREFIX + "partition", str(row["partition"]).encode()),
-            (HEADER_PREFIX + "offset", str(row["offset"]).encode()),
-            (HEADER_PREFIX + "job", row["job"].encode()),
-            (
-                HEADER_PREFIX + "dead_lettered_at",
-                row["dead_lettered_at"].astimezone(UTC).isoformat().encode(),
-            ),
-        ]
-        timestamp_ms = None
-        if stamp is not None:
-            timestamp_ms = int(stamp.timestamp() * 1000)
-            headers.append((HEADER_PREFIX + "timestamp", str(timestamp_ms).encode()))
+        timestamp_ms = None if stamp is None else int(stamp.timestamp() * 1000)
+        headers = dead_letter_headers(
+            reason=row["reason"],
+            detail=row["detail"],
+            topic=row["topic"],
+            partition=row["partition"],
+            offset=row["offset"],
+            job=row["job"],
+            dead_lettered_at=row["dead_lettered_at"],
+            timestamp_ms=timestamp_ms,
+        )
         yield KafkaRecord(
             value=row["value"],
             key=row["key"],

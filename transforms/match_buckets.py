@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from schemas.balance_transaction import BALANCE_TRANSACTION_V1
 from schemas.discrepancy import DISCREPANCY_V1, KINDS
@@ -24,6 +25,7 @@ from transforms.match_charges import find_double_charges
 from transforms.match_objects import (
     LEDGER_COLUMNS,
     PROVENANCE,
+    REPAIR_OF_KEY,
     STRIPE_COLUMNS,
     classify_objects,
     stripe_object,
@@ -49,9 +51,14 @@ _STRIPE_INPUT = pa.schema([BALANCE_TRANSACTION_V1.field(c) for c in STRIPE_COLUM
 
 
 def project_ledger(table: pa.Table) -> pa.Table:
-    """The columns the matcher reads (provenance too, when present)."""
+    """The columns the matcher reads (provenance too, when present), and ``repair_of``: the
+    discrepancy a repair event answers (``metadata[payrecon.repair_of]``), else null."""
     names = [*LEDGER_COLUMNS, *(c for c in PROVENANCE if c in table.column_names)]
-    return table.select(names)
+    if "metadata" in table.column_names:
+        repair_of = pc.map_lookup(table.column("metadata"), pa.scalar(REPAIR_OF_KEY), "first")
+    else:
+        repair_of = pa.nulls(table.num_rows, pa.string())
+    return table.select(names).append_column("repair_of", repair_of)
 
 
 def project_stripe(table: pa.Table) -> pa.Table:

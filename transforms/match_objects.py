@@ -61,6 +61,8 @@ LEDGER_COLUMNS = (
     "idempotency_key",
 )
 PROVENANCE = ("kafka_topic", "kafka_partition", "kafka_offset")
+# A repair event (``payrecon repair``) names the discrepancy it answers in its metadata.
+REPAIR_OF_KEY = "payrecon.repair_of"
 STRIPE_COLUMNS = (
     "balance_transaction_id",
     "source_id",
@@ -140,12 +142,14 @@ def _as_redelivered(copies: pl.DataFrame) -> pl.DataFrame:
 
 def _prepare_ledger(ledger: pl.DataFrame, config: MatchConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
     provenance = [c for c in PROVENANCE if c in ledger.columns]
-    frame = ledger.select([*LEDGER_COLUMNS, *provenance]).with_columns(
+    repair = pl.col("repair_of").is_not_null() if "repair_of" in ledger.columns else pl.lit(False)
+    frame = ledger.select([*LEDGER_COLUMNS, *provenance], _repair=repair).with_columns(
         _pos=config.position(pl.col("occurred_at"))
     )
     outside = frame.filter(pl.col("_pos") == OUTSIDE)
     kept, copies = _dedupe(frame.filter(pl.col("_pos") != OUTSIDE), "event_id", provenance)
-    dropped = pl.concat([outside, _as_redelivered(copies)])
+    kept, superseded = _superseded_by_repairs(kept)
+    dropped = pl.concat([outside, _as_redelivered(copies), superseded])
     categories = {**MONEY_MOVING, **FAILURES}
     kept = kept.with_columns(
         _category=pl.col("event_type").replace_strict(
@@ -158,6 +162,19 @@ def _prepare_ledger(ledger: pl.DataFrame, config: MatchConfig) -> tuple[pl.DataF
         .otherwise(pl.lit("info")),
     )
     return _rank_duplicates(kept), dropped
+
+
+def _superseded_by_repairs(led: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Once an object was repaired, its repair events are the ledger's account of it: the
+    object's other events step aside (outcome ``superseded``, not discrepancies), so a
+    corrected amount, status or a duplicate is compared with Stripe once, as repaired."""
+    if not led.get_column("_repair").any():
+        return led, led.clear()
+    repaired = pl.col("_repair").any().over("stripe_object_id") & ~pl.col("_repair")
+    superseded = led.filter(repaired).with_columns(
+        _pos=pl.when(pl.col("_pos") == WINDOW).then(pl.lit("superseded")).otherwise("_pos")
+    )
+    return led.filter(~repaired), superseded
 
 
 def _rank_duplicates(led: pl.DataFrame) -> pl.DataFrame:
