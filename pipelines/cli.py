@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "reconcile": ("pipelines.reconcile", "Reconcile a ledger window against Stripe."),
     "repair": ("pipelines.repair", "Heal the ledger from Stripe for each new discrepancy."),
     "report": ("pipelines.report", "Write an HTML report of a reconcile run (charts, tables)."),
+    "dlq": ("pipelines.dlq", "List, show, replay (once) and park dead letters."),
     "webhooks": ("pipelines.webhooks", "Receive Stripe webhooks; map them to order updates."),
 }
 

@@ -3,8 +3,9 @@
 Generates a realistic ledger day with every kind of discrepancy injected (and malformed
 messages), starts the embedded broker, publishes the day to ``ledger.transactions``, runs
 ``payrecon reconcile`` against the generated Stripe export into a DuckDB file, checks
-what the job found against the generator's answer key, and writes ``payrecon report``'s
-HTML report next to the DuckDB file.
+what the job found against the generator's answer key, runs ``payrecon repair`` (Stripe's
+truth from the export) and reconciles again, checks that only the discrepancies a human
+must handle are left, and writes ``payrecon report``'s HTML report next to the DuckDB file.
 """
 
 from __future__ import annotations
@@ -22,10 +23,13 @@ import duckdb
 from pipelines.broker import EmbeddedBroker
 from pipelines.publish import publish_lines
 from pipelines.reconcile import main as reconcile
+from pipelines.repair import main as repair
 from pipelines.report import main as report
 from pipelines.synthetic.day import GenerateConfig, generate_day
 
 DEMO_DAY = date(2026, 11, 20)
+# Discrepancies payrecon repair hands to a human rather than fixing (see repair_rules).
+UNREPAIRABLE = frozenset({"missing_in_stripe", "duplicate_charge"})
 TOPIC = "ledger.transactions"
 
 
@@ -95,31 +99,73 @@ def main(argv: list[str] | None = None) -> int:
         )
         warehouse = (args.out / "payrecon.duckdb").resolve()
         _step(f"payrecon reconcile, DuckDB warehouse {warehouse}")
-        code = reconcile(
-            [
-                "--bootstrap-servers",
-                broker.bootstrap_servers,
-                "--window-start",
-                key["window"]["start"],
-                "--window-end",
-                key["window"]["end"],
-                "--stripe-source",
-                str(day.stripe_path),
-                "--warehouse",
-                f"duckdb:///{warehouse}",
-                "--as-of",
-                key["report_as_of"],
-            ]
-        )
+        code = _reconcile(broker.bootstrap_servers, key, day.stripe_path, warehouse)
+        if code != 0:
+            return code
+        checked = _check_against_key(warehouse, key)
+        _step("payrecon repair: ask Stripe (its export) about each discrepancy")
+        code = repair(
+            ["--bootstrap-servers", broker.bootstrap_servers, "--stripe-source",
+             str(day.stripe_path), "--as-of", key["report_as_of"],
+             "--warehouse", f"duckdb:///{warehouse}"]
+        )  # fmt: skip
+        if code != 0:
+            return code
+        _step("payrecon reconcile again, with the repairs")
+        code = _reconcile(broker.bootstrap_servers, key, day.stripe_path, warehouse)
     if code != 0:
         return code
-    checked = _check_against_key(warehouse, key)
+    healed = _check_after_repair(warehouse, key)
     page = warehouse.with_name("report.html")
     _step(f"payrecon report into {page}")
     argv = ["--warehouse", f"duckdb:///{warehouse}", "--out", str(page)]
     # Ages as of the generated day's report time: the demo day may lie in the future.
     written = report([*argv, "--as-of", key["report_as_of"]])
-    return checked or written
+    return checked or healed or written
+
+
+def _reconcile(bootstrap: str, key: dict, stripe: Path, warehouse: Path) -> int:
+    return reconcile(
+        [
+            "--bootstrap-servers", bootstrap,
+            "--window-start", key["window"]["start"], "--window-end", key["window"]["end"],
+            "--stripe-source", str(stripe), "--warehouse", f"duckdb:///{warehouse}",
+            "--as-of", key["report_as_of"],
+        ]
+    )  # fmt: skip
+
+
+def _check_after_repair(warehouse: Path, key: dict) -> int:
+    """After the repair, the window's latest run must find exactly the answer key's
+    discrepancies that a machine must not fix."""
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        left = {
+            _finding(*r)
+            for r in con.execute(
+                "SELECT d.kind, d.order_id, d.stripe_object_id FROM recon_discrepancies d "
+                "JOIN recon_runs r ON r.run_id = d.run_id "
+                "WHERE r.finished_at = (SELECT max(finished_at) FROM recon_runs)"
+            ).fetchall()
+        }
+    expected = {
+        _finding(d["kind"], d["order_id"], d["stripe_object_id"])
+        for d in key["discrepancies"]
+        if d["kind"] in UNREPAIRABLE
+    }
+    repaired = len(key["discrepancies"]) - len(expected)
+    if left == expected:
+        print(
+            f"    repaired {repaired:,} discrepancies from Stripe's record; the reconcile after "
+            f"the repair finds the {len(left):,} that need a human "
+            f"({', '.join(sorted(UNREPAIRABLE))}): as expected"
+        )
+        return 0
+    print(
+        f"payrecon demo: after the repair {len(left):,} discrepancies are left, expected "
+        f"{len(expected):,} (missing {len(expected - left)}, unexpected {len(left - expected)})",
+        file=sys.stderr,
+    )
+    return 1
 
 
 def _finding(kind: str, order_id: str | None, stripe_object_id: str | None) -> tuple:
