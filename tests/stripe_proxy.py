@@ -12,6 +12,7 @@ Script faults with :meth:`StripeProxy.inject` (the next matching requests, in or
 :meth:`StripeProxy.chaos` (a seeded random share of matching requests). Every request is
 recorded (:attr:`StripeProxy.requests`) with its method, path, idempotency key, the fault
 applied, whether it reached localstripe and what the client got; never its credentials.
+Like Stripe, every answer carries a fresh ``Request-Id`` (``req_...``); localstripe sends none.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import random
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -442,8 +444,9 @@ class _ProxyHandler(BaseHTTPRequestHandler):
     def _send(self, status: int, headers: list[tuple[str, str]], payload: bytes) -> None:
         self.send_response(status)
         for name, value in headers:
-            if name.lower() not in ("date", "server"):
+            if name.lower() not in ("date", "server", "request-id"):
                 self.send_header(name, value)
+        self.send_header("Request-Id", f"req_{uuid.uuid4().hex[:14]}")
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)

@@ -58,6 +58,8 @@ class StripeRequestError(RuntimeError):
     ``headers`` keeps only the server's retry hints (``Retry-After``,
     ``Stripe-Should-Retry``), which :func:`transforms.retry.classify` reads. ``transient``
     is set for failures without an HTTP status (timeouts, dropped connections).
+    ``charge_id`` and ``payment_intent_id`` name the objects a declined payment left behind
+    (Stripe's error body carries them), so a failed payment can still be traced.
     """
 
     transient: bool | None = None
@@ -74,6 +76,8 @@ class StripeRequestError(RuntimeError):
         headers: Mapping[str, str] | None = None,
         transient: bool | None = None,
         reason: str | None = None,
+        charge_id: str | None = None,
+        payment_intent_id: str | None = None,
     ):
         super().__init__(message)
         self.operation = operation
@@ -85,6 +89,8 @@ class StripeRequestError(RuntimeError):
         if transient is not None:
             self.transient = transient
         self.reason = reason or (f"http_{status}" if status else None)
+        self.charge_id = charge_id
+        self.payment_intent_id = payment_intent_id
 
     def _fields(self) -> dict[str, Any]:
         return {
@@ -94,6 +100,9 @@ class StripeRequestError(RuntimeError):
             "code": self.code,
             "request_id": self.request_id,
             "headers": self.headers,
+            "reason": self.reason,
+            "charge_id": self.charge_id,
+            "payment_intent_id": self.payment_intent_id,
         }
 
 
@@ -323,7 +332,7 @@ class StripeClient:
                 message, attempts=exc.attempts, elapsed_s=exc.elapsed_s, **last._fields()
             ) from None
         except StripeRequestError as exc:
-            raise StripePermanentError(str(exc), reason=exc.reason, **exc._fields()) from None
+            raise StripePermanentError(str(exc), **exc._fields()) from None
 
     def _record(
         self,
@@ -371,6 +380,7 @@ def _request_error(exc: stripe.StripeError, operation: str, secret: str) -> Stri
     text = exc.user_message or "no error message"
     request_id = f" [request {exc.request_id}]" if exc.request_id else ""
     message = f"Stripe {operation}: HTTP {status} {described}: {text}{request_id}"
+    intent = getattr(error, "payment_intent", None)
     return StripeRequestError(
         _scrub(message.replace("  ", " "), secret),
         operation=operation,
@@ -379,6 +389,8 @@ def _request_error(exc: stripe.StripeError, operation: str, secret: str) -> Stri
         code=code,
         request_id=exc.request_id,
         headers=kept,
+        charge_id=getattr(error, "charge", None),
+        payment_intent_id=intent.get("id") if isinstance(intent, Mapping) else intent,
     )
 
 
