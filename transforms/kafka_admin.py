@@ -26,7 +26,10 @@ def ensure_topics(
     try:
         existing = set(admin.list_topics(timeout=timeout).topics)
     except KafkaException as exc:
-        raise BrokerUnavailable(f"listing topics: {exc}") from exc
+        raise BrokerUnavailable(
+            f"the Kafka broker at {bootstrap_servers} did not answer within {timeout:g} s "
+            f"(listing topics: {exc.args[0].str() if exc.args else exc})"
+        ) from exc
     missing = [NewTopic(t, partitions, 1) for t in sorted(set(topics) - existing)]
     if not missing:
         return
