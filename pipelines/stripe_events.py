@@ -23,6 +23,7 @@ import logging
 import threading
 import time
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -130,6 +131,7 @@ class StripeEventsConsumer:
         batch_size: int = 500,
         flush_timeout_s: float = 60.0,
         remembered: int = 100_000,
+        order_of_charge: Callable[[str], str | None] | None = None,
     ):
         overrides = {"logger": _QUIET, **(kafka_config or {})}
         self.topics = topics or Topics()
@@ -137,6 +139,7 @@ class StripeEventsConsumer:
         self._batch_size = batch_size
         self._flush_timeout_s = flush_timeout_s
         self._recent = _RecentIds(remembered)
+        self._order_of_charge = order_of_charge
         self._consumer = Consumer(consumer_config(bootstrap_servers, group_id, overrides))
         self._producer = Producer(
             producer_config(bootstrap_servers, {"partitioner": "murmur2_random", **overrides})
@@ -225,7 +228,7 @@ class StripeEventsConsumer:
         if self._recent.seen(event.id):
             counts.duplicates += 1
             return []
-        mapped = map_event(event)
+        mapped = map_event(event, self._order_of_charge)
         if isinstance(mapped, Invalid):
             return self._dead_letter(msg, mapped)
         counts.mapped += 1

@@ -166,7 +166,33 @@ def build_parser() -> argparse.ArgumentParser:
     consume.add_argument(
         "--batch-size", type=whole_number(1), default=500, help="Messages per commit (%(default)s)."
     )
+    consume.add_argument(
+        "--stripe-api-base",
+        help="Stripe API base URL for the order lookup of disputes (a proxy, or localstripe).",
+    )
     return parser
+
+
+def _order_lookup(args: argparse.Namespace):
+    """With $STRIPE_API_KEY: a dispute's order from its charge's metadata (cached). A Stripe
+    outage raises out of the batch, so nothing is committed and the batch is retried."""
+    import os
+
+    key = os.environ.get("STRIPE_API_KEY")
+    if not key:
+        return None
+    from transforms.stripe_api import StripeClient
+
+    client = StripeClient(key, api_base=args.stripe_api_base)
+    cache: dict[str, str | None] = {}
+
+    def order_of_charge(charge_id: str) -> str | None:
+        if charge_id not in cache:
+            charge = client.retrieve("charge", charge_id)
+            cache[charge_id] = (charge.get("metadata") or {}).get("order_id")
+        return cache[charge_id]
+
+    return order_of_charge
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -220,6 +246,7 @@ def _consume(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
         group_id=args.group_id,
         kafka_config=overrides,
         batch_size=args.batch_size,
+        order_of_charge=_order_lookup(args),
     )
     with _stop_on_signals(consumer.stop):
         counts = consumer.run(

@@ -137,6 +137,22 @@ def test_object_without_an_order_id_is_a_dead_letter_naming_what_is_missing():
     assert "ch_1MoS30LgUG5tbmjcjfsQqpHI" in problem.detail
 
 
+def test_a_dispute_without_order_takes_the_order_of_its_charge_when_a_lookup_is_given():
+    raw = dispute_created(order_id=None)
+    asked: list[str] = []
+
+    def order_of_charge(charge_id: str) -> str | None:
+        asked.append(charge_id)
+        return "ord_from_charge"
+
+    event = event_from_json(raw)
+    assert isinstance(event, StripeEvent), event
+    result = map_event(event, order_of_charge)
+    assert isinstance(result, Mapped)
+    assert asked == ["ch_1MoS30LgUG5tbmjcjfsQqpHI"]
+    assert [e["order_id"] for e in result.ledger] == ["ord_from_charge"]
+
+
 def test_unhandled_event_type_is_a_dead_letter():
     problem = invalid(stripe_event("customer.created", official("customer")))
     assert problem.reason == Reason.UNHANDLED_EVENT_TYPE

@@ -23,8 +23,11 @@ events, as wire-ready dicts), or ``Invalid(reason, detail)`` for the dead-letter
 | charge.dispute.funds_reinstated | -                            | dispute.funds_reinstated      |
 
 The order is the object's ``metadata.order_id`` (a PaymentIntent's, a charge's or a
-dispute's); an event without one is dead-lettered (``missing_order_id``), as is any other
-event type (``unhandled_event_type``): subscribe the endpoint to :data:`HANDLED_TYPES` only.
+dispute's). Stripe copies no metadata onto disputes, so for an object that names a charge,
+the consumer looks the charge's order up through the Stripe API when it has a key
+(``order_of_charge``). An event still without an order is dead-lettered
+(``missing_order_id``, replayable with ``payrecon dlq`` once a key is configured), as is any
+other event type (``unhandled_event_type``): subscribe the endpoint to :data:`HANDLED_TYPES`.
 
 Determinism, which makes every sink idempotent: the same event always gives byte-identical
 records. A status update's id is ``stripe:<event id>``. A ledger event's id is
@@ -121,8 +124,14 @@ class _Facts:
         return record
 
 
-def map_event(event: StripeEvent) -> Mapped | Invalid:
-    """The status update and ledger events of ``event``, or why it has none."""
+def map_event(
+    event: StripeEvent, order_of_charge: Callable[[str], str | None] | None = None
+) -> Mapped | Invalid:
+    """The status update and ledger events of ``event``, or why it has none.
+
+    ``order_of_charge`` finds the order of a charge id: a dispute names its charge, not its
+    order (Stripe copies no metadata onto disputes), so without it dispute events are
+    dead-lettered as ``missing_order_id`` (replayable once a lookup is configured)."""
     handler = _HANDLERS.get(event.type)
     if handler is None:
         return Invalid(
@@ -134,7 +143,7 @@ def map_event(event: StripeEvent) -> Mapped | Invalid:
         return Invalid(
             Reason.WRONG_TYPE, f"{event.type}: data.object is {event.object_kind!r}, not {kind!r}"
         )
-    facts = _facts(event)
+    facts = _facts(event, order_of_charge)
     if isinstance(facts, Invalid):
         return facts
     mapped = on_object(facts)
@@ -163,12 +172,17 @@ def _check_money(status: dict[str, Any]) -> Invalid | None:
     return None
 
 
-def _facts(event: StripeEvent) -> _Facts | Invalid:
+def _facts(
+    event: StripeEvent, order_of_charge: Callable[[str], str | None] | None = None
+) -> _Facts | Invalid:
     obj = event.obj
     object_id = text(obj, "id")
     if object_id is None:
         return Invalid(Reason.MISSING_FIELD, f"{event.type}: data.object.id is missing")
     order_id = metadata(obj).get("order_id")
+    charge_id = id_of(obj.get("charge"))
+    if not order_id and charge_id and order_of_charge is not None:
+        order_id = order_of_charge(charge_id)
     if not order_id:
         return Invalid(
             Reason.MISSING_ORDER_ID,
