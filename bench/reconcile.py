@@ -539,62 +539,28 @@ def read_ledger(bootstrap: str, plan, batch: int = 20_000, idle_timeout: float =
     """The planned ranges, consumed with ``assign()`` to their ends and decoded batch by
     batch (what the Beam read does, as a loop). Returns (events, dead letters, messages)."""
     import pyarrow as pa
-    from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
     from schemas.kafka_message import KAFKA_MESSAGE
     from transforms.decode import decode_ledger_batch
-    from transforms.kafka_config import consumer_config
+    from transforms.kafka_ranges import consume_plan
 
-    ranges = {(r.topic, r.partition): r for r in plan.ranges if r.size > 0}
-    consumer = Consumer(consumer_config(bootstrap, None))
-    consumer.assign([TopicPartition(t, p, r.start) for (t, p), r in ranges.items()])
-    remaining = set(ranges)
     events, dead, messages = [], 0, 0
-    idle_since = time.monotonic()
-    try:
-        while remaining:
-            kept = []
-            for msg in consumer.consume(num_messages=batch, timeout=0.5):
-                where = (msg.topic(), msg.partition())
-                err = msg.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        remaining.discard(where)
-                        continue
-                    if err.retriable():
-                        continue
-                    raise KafkaException(err)
-                r = ranges.get(where)
-                offset = msg.offset()
-                if r is None or where not in remaining or not r.start <= offset < r.stop:
-                    continue
-                if offset == r.stop - 1:
-                    remaining.discard(where)
-                ts = msg.timestamp()[1]
-                if r.min_timestamp_ms <= ts < r.max_timestamp_ms:
-                    kept.append(msg)
-            if not kept:
-                if time.monotonic() - idle_since > idle_timeout:
-                    raise RuntimeError(f"no data for {idle_timeout}s from {sorted(remaining)}")
-                continue
-            idle_since = time.monotonic()
-            table = pa.Table.from_pydict(
-                {
-                    "topic": [m.topic() for m in kept],
-                    "partition": [m.partition() for m in kept],
-                    "offset": [m.offset() for m in kept],
-                    "timestamp": [m.timestamp()[1] for m in kept],
-                    "key": [m.key() for m in kept],
-                    "value": [m.value() for m in kept],
-                },
-                schema=KAFKA_MESSAGE,
-            )
-            decoded = decode_ledger_batch(table, job="bench")
-            events.append(decoded.events)
-            dead += decoded.dead_letters.num_rows
-            messages += table.num_rows
-    finally:
-        consumer.close()
+    for kept in consume_plan(bootstrap, plan, batch_size=batch, idle_timeout=idle_timeout):
+        table = pa.Table.from_pydict(
+            {
+                "topic": [m.topic() for m in kept],
+                "partition": [m.partition() for m in kept],
+                "offset": [m.offset() for m in kept],
+                "timestamp": [m.timestamp()[1] for m in kept],
+                "key": [m.key() for m in kept],
+                "value": [m.value() for m in kept],
+            },
+            schema=KAFKA_MESSAGE,
+        )
+        decoded = decode_ledger_batch(table, job="bench")
+        events.append(decoded.events)
+        dead += decoded.dead_letters.num_rows
+        messages += table.num_rows
     return pa.concat_tables(events), dead, messages
 
 
