@@ -14,7 +14,7 @@ $(STAMP): setup.py
 	  { echo "payrecon needs Python 3.11; found $$($(PYTHON) --version)"; exit 2; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,gcp,snowflake]'
+	$(PY) -m pip install --quiet -e '.[dev,gcp,snowflake,airflow]'
 	@command -v chromium >/dev/null || $(MAKE) --no-print-directory chromium
 	touch $(STAMP)
 

@@ -15,6 +15,8 @@ INSTALL_REQUIRES = [
     "jsonschema>=4.20,<5",
     "stripe>=12,<17",
     "pydantic>=2.6,<3",
+    # payrecon.yaml (pipelines/config.py).
+    "pyyaml>=6,<7",
     "duckdb>=1.1,<3",
     "great-expectations>=1.3,<2",
     # `payrecon webhooks`: the ASGI receiver of Stripe's webhooks and its server.
@@ -36,8 +38,11 @@ EXTRAS_REQUIRE = {
     "snowflake": [
         "snowflake-connector-python[pandas]>=4.8,<5",
     ],
+    # dags/: the DAGs run payrecon jobs with the standard provider's PythonOperator; the
+    # Beam provider ([google] is needed to import its operators) for Beam-only pipelines.
     "airflow": [
         "apache-airflow>=3.3,<4",
+        "apache-airflow-providers-standard>=1.0,<2",
         "apache-airflow-providers-apache-beam[google]>=6,<8",
     ],
     "dev": [

@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("pipelines.report", "Write an HTML report of a reconcile run (charts, tables)."),
     "dlq": ("pipelines.dlq", "List, show, replay (once) and park dead letters."),
     "webhooks": ("pipelines.webhooks", "Receive Stripe webhooks; map them to order updates."),
+    "config": ("pipelines.config_cmd", "Check a payrecon.yaml, or show it with secrets masked."),
     "gateway": ("pipelines.gateway", "Pay payments.requests through Stripe (or a local method)."),
 }
 

@@ -29,6 +29,7 @@ from transforms.dead_letters import WriteDeadLetters
 from transforms.decode import DEFAULT_MAX_PAYLOAD_BYTES, DecodeLedgerEvents
 from transforms.discrepancy_sink import discrepancy_records
 from transforms.kafka import KafkaRecord, WriteToKafka
+from transforms.ledger_mapping import LedgerFieldMap
 from transforms.match import MatchAndClassify, MatchConfig
 from transforms.payout_totals import SumPayouts
 from transforms.quality import ValidateBatches
@@ -133,6 +134,15 @@ class ReconcileOptions(KafkaOptions, WindowOptions):
             help="Stripe API base URL (default: Stripe's; for localstripe or a proxy).",
         )
         parser.add_argument(
+            "--ledger-field-map",
+            dest="ledger_field_map",
+            default=None,
+            metavar="JSON",
+            help='Ledger events of another shape: {"fields": {"source.path": "v1_field"}, '
+            '"constants": {"v1_field": value}}, applied before decoding (payrecon.yaml\'s '
+            "ledger_mapping; default: the events are ledger event v1).",
+        )
+        parser.add_argument(
             "--max-payload-bytes",
             dest="max_payload_bytes",
             type=int,
@@ -164,12 +174,13 @@ def build(
     config: MatchConfig,
     buckets: int,
     max_payload_bytes: int,
+    field_map: LedgerFieldMap | None = None,
 ) -> ReconcileOutputs:
     """The job's logic, from raw ledger message batches and Stripe row batches to every
     output (tests feed it small inputs; ``run`` feeds it Kafka and Stripe)."""
     params = window_parameters(config.read_start, config.read_end)
     decoded = ledger_messages | "DecodeLedgerEvents" >> DecodeLedgerEvents(
-        job=JOB, max_payload_bytes=max_payload_bytes
+        job=JOB, max_payload_bytes=max_payload_bytes, field_map=field_map or LedgerFieldMap()
     )
     ledger = decoded.events | "ValidateLedger" >> ValidateBatches(
         LEDGER_EVENTS, params, config.run_id, validated_at=config.detected_at

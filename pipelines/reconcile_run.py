@@ -35,6 +35,7 @@ from transforms.kafka import ReadKafkaRanges
 from transforms.kafka_admin import ensure_topics
 from transforms.kafka_config import parse_overrides
 from transforms.kafka_offsets import BadReadRequest, BrokerUnavailable, ReadPlan, plan_read
+from transforms.ledger_mapping import LedgerFieldMap
 from transforms.match import MatchConfig
 from transforms.stripe_io import API, API_KEY_ENV, ReadStripeBalanceTransactions
 from transforms.warehouse import WarehouseError, open_warehouse
@@ -77,6 +78,7 @@ class ReconcileRequest:
     staging_dir: str | None
     buckets: int
     max_payload_bytes: int
+    field_map: LedgerFieldMap | None = None
 
     @classmethod
     def from_args(cls, args, *, now: datetime) -> ReconcileRequest:
@@ -100,6 +102,7 @@ class ReconcileRequest:
         try:
             overrides = parse_overrides(args.kafka_config)
             as_of = rfc3339(args.as_of) if args.as_of else now
+            field_map = _field_map(getattr(args, "ledger_field_map", None))
         except Exception as exc:  # argparse.ArgumentTypeError or ValueError, both user input
             raise UsageError(str(exc)) from None
         return cls(
@@ -127,7 +130,23 @@ class ReconcileRequest:
             staging_dir=args.staging_dir,
             buckets=args.buckets,
             max_payload_bytes=args.max_payload_bytes,
+            field_map=field_map,
         )
+
+
+def _field_map(text: str | None) -> LedgerFieldMap | None:
+    if not text:
+        return None
+    try:
+        parsed = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"--ledger-field-map is not JSON: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise ValueError("--ledger-field-map must be a JSON object with fields and constants")
+    try:
+        return LedgerFieldMap.from_json(parsed)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"--ledger-field-map: {exc}") from None
 
 
 def _check_export_exists(pattern: str) -> None:
@@ -149,6 +168,8 @@ def run_id_of(request: ReconcileRequest, plan: ReadPlan) -> str:
         "ranges": [[r.topic, r.partition, r.start, r.stop] for r in plan.ranges],
         "stripe": _stripe_identity(request.stripe_source),
     }
+    if request.field_map:  # only when set, so existing runs keep their ids
+        identity["field_map"] = request.field_map.to_json()
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
     return f"rcn_{request.window_start:%Y%m%dT%H%M%SZ}_{digest[:16]}"
 
@@ -276,6 +297,26 @@ def _run_pipeline(
     staging: str,
     beam_args: list[str],
 ) -> None:
+    pipeline = build_pipeline(request, plan, config, staging, beam_args)
+    _say("running the pipeline (decode, validate, match, classify, publish, stage)")
+    with quiet_reported_failures():
+        try:
+            pipeline.run().wait_until_finish()
+        except Exception as exc:
+            reported = PipelineFailed.of(exc)
+            if reported is None:
+                raise  # a bug: the traceback is what its reader needs
+            raise reported from None
+
+
+def build_pipeline(
+    request: ReconcileRequest,
+    plan: ReadPlan,
+    config: MatchConfig,
+    staging: str,
+    beam_args: list[str],
+) -> beam.Pipeline:
+    """The run's Beam pipeline, read to sinks, not yet run (a test builds it for Dataflow)."""
     from pipelines.reconcile import build, wire_sinks
 
     pipeline = beam.Pipeline(options=PipelineOptions(beam_args))
@@ -295,6 +336,7 @@ def _run_pipeline(
         config=config,
         buckets=request.buckets,
         max_payload_bytes=request.max_payload_bytes,
+        field_map=request.field_map,
     )
     wire_sinks(
         outputs,
@@ -303,15 +345,7 @@ def _run_pipeline(
         discrepancies_topic=request.discrepancies_topic,
         staging=staging,
     )
-    _say("running the pipeline (decode, validate, match, classify, publish, stage)")
-    with quiet_reported_failures():
-        try:
-            pipeline.run().wait_until_finish()
-        except Exception as exc:
-            reported = PipelineFailed.of(exc)
-            if reported is None:
-                raise  # a bug: the traceback is what its reader needs
-            raise reported from None
+    return pipeline
 
 
 def _say(text: str) -> None:

@@ -19,6 +19,7 @@ from apache_beam.metrics import Metrics
 from schemas.dead_letter import DEAD_LETTER_V1, Reason
 from schemas.kafka_message import with_provenance
 from schemas.ledger_event import LEDGER_EVENT_V1
+from transforms.ledger_mapping import LedgerFieldMap, map_ledger_event
 from transforms.ledger_validation import Invalid, check_event
 
 DECODED_LEDGER_EVENT = with_provenance(LEDGER_EVENT_V1)
@@ -34,6 +35,9 @@ _WIRE_FIELDS = pa.struct([f for f in LEDGER_EVENT_V1 if f.name != _OCCURRED_AT.n
 class DecodedBatch(NamedTuple):
     events: pa.Table
     dead_letters: pa.Table
+
+
+_NO_MAPPING = LedgerFieldMap()
 
 
 def _parse(value: bytes | None, max_payload: int) -> Invalid | dict:
@@ -59,9 +63,14 @@ def _parse_slowly(value: bytes) -> Invalid | dict:
 
 
 def decode_ledger_batch(
-    messages: pa.Table, *, job: str, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    messages: pa.Table,
+    *,
+    job: str,
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    field_map: LedgerFieldMap = _NO_MAPPING,
 ) -> DecodedBatch:
-    """Split a batch of ``KAFKA_MESSAGE`` rows into decoded events and dead letters."""
+    """Split a batch of ``KAFKA_MESSAGE`` rows into decoded events and dead letters
+    (``field_map`` first reshapes each parsed object into ledger event v1)."""
     values = messages.column("value").to_pylist()
     good: list[int] = []
     objects: list[dict] = []
@@ -69,12 +78,12 @@ def decode_ledger_batch(
     bad: list[int] = []
     problems: list[Invalid] = []
     for i, value in enumerate(values):
-        parsed = _parse(value, max_payload_bytes)
+        parsed = _mapped(_parse(value, max_payload_bytes), field_map)
         checked = parsed if isinstance(parsed, Invalid) else check_event(parsed)
         if isinstance(checked, Invalid) and checked.reason is Reason.NON_INTEGER_AMOUNT:
             # orjson reads integers wider than 64 bits as floats; the standard parser is
             # exact, so such an amount is reported as out of range, not as a fraction.
-            parsed = _parse_slowly(value)
+            parsed = _mapped(_parse_slowly(value), field_map)
             checked = parsed if isinstance(parsed, Invalid) else check_event(parsed)
         if isinstance(checked, Invalid):
             bad.append(i)
@@ -87,6 +96,10 @@ def decode_ledger_batch(
         _events_table(messages, good, objects, micros),
         _dead_letter_table(messages, bad, problems, job),
     )
+
+
+def _mapped(parsed: Invalid | dict, field_map: LedgerFieldMap) -> Invalid | dict:
+    return parsed if isinstance(parsed, Invalid) else map_ledger_event(parsed, field_map)
 
 
 def _events_table(
@@ -129,16 +142,19 @@ def _dead_letter_table(
 
 
 class _DecodeLedgerFn(beam.DoFn):
-    def __init__(self, job: str, max_payload_bytes: int):
+    def __init__(self, job: str, max_payload_bytes: int, field_map: LedgerFieldMap):
         self._job = job
         self._max_payload = max_payload_bytes
+        self._field_map = field_map
         self.messages_in = Metrics.counter(NAMESPACE, "messages_in")
         self.events_out = Metrics.counter(NAMESPACE, "events_out")
         self.dead_lettered = Metrics.counter(NAMESPACE, "dead_letters")
         self._by_reason = {r: Metrics.counter(NAMESPACE, f"dead_letters.{r.value}") for r in Reason}
 
     def process(self, messages: pa.Table):
-        decoded = decode_ledger_batch(messages, job=self._job, max_payload_bytes=self._max_payload)
+        decoded = decode_ledger_batch(
+            messages, job=self._job, max_payload_bytes=self._max_payload, field_map=self._field_map
+        )
         self.messages_in.inc(messages.num_rows)
         self.events_out.inc(decoded.events.num_rows)
         self.dead_lettered.inc(decoded.dead_letters.num_rows)
@@ -155,12 +171,19 @@ class DecodeLedgerEvents(beam.PTransform):
 
     ``events`` are ``DECODED_LEDGER_EVENT`` tables (ledger event v1 plus provenance);
     ``dead_letters`` are ``DEAD_LETTER_V1`` tables carrying the original bytes, coordinates
-    and reason. Every message lands in exactly one of the two.
+    and reason. Every message lands in exactly one of the two. ``field_map`` maps events of
+    another shape onto v1 first (:mod:`transforms.ledger_mapping`).
     """
 
-    def __init__(self, *, job: str, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES):
+    def __init__(
+        self,
+        *,
+        job: str,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        field_map: LedgerFieldMap = _NO_MAPPING,
+    ):
         super().__init__()
-        self._fn = _DecodeLedgerFn(job, max_payload_bytes)
+        self._fn = _DecodeLedgerFn(job, max_payload_bytes, field_map)
 
     def expand(self, messages):
         outputs = messages | "ValidateAndDecode" >> beam.ParDo(self._fn).with_outputs(

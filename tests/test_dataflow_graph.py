@@ -1,0 +1,93 @@
+"""The reconcile pipeline as Dataflow would receive it: built with DataflowRunner options and
+``--dry_run=True``, which runs Dataflow's own translation (the portable pipeline proto, the
+Docker environment, staging ``setup.py`` as an sdist) and stops before any call to Google.
+
+No broker and no cloud: the read plan is made up, the Stripe export is an empty local file.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from apache_beam.portability.api import beam_runner_api_pb2
+
+from pipelines.reconcile import _parser
+from pipelines.reconcile_run import ReconcileRequest, build_pipeline
+from transforms.kafka_offsets import PartitionRange, ReadPlan
+from transforms.match import MatchConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+# Primitives every portable runner (Dataflow runner v2, Flink) executes.
+PORTABLE_PRIMITIVES = {
+    "beam:transform:impulse:v1",
+    "beam:transform:pardo:v1",
+    "beam:transform:group_by_key:v1",
+    "beam:transform:flatten:v1",
+    "beam:transform:window_into:v1",
+    "beam:transform:reshuffle:v1",
+    "beam:transform:combine_per_key:v1",
+    "beam:transform:combine_grouped_values:v1",
+}
+DATAFLOW_OPTIONS = [
+    "--runner=DataflowRunner",
+    "--project=payrecon-test",
+    "--region=europe-west1",
+    "--temp_location=gs://payrecon-test/tmp",
+    f"--setup_file={ROOT / 'setup.py'}",
+    "--dry_run=True",
+]
+
+
+@pytest.fixture(scope="module")
+def dataflow_pipeline(tmp_path_factory):
+    export = tmp_path_factory.mktemp("stripe") / "balance_change_from_activity.csv"
+    export.write_text("balance_transaction_id,created_utc\n")
+    args, _ = _parser().parse_known_args(
+        [
+            "--bootstrap-servers", "kafka-1.internal:9092",
+            "--window-start", "2026-11-20T00:00:00Z", "--window-end", "2026-11-21T00:00:00Z",
+            "--as-of", "2026-11-22T00:00:00Z", "--stripe-source", str(export),
+        ]
+    )  # fmt: skip
+    request = ReconcileRequest.from_args(args, now=datetime.now(UTC))
+    plan = ReadPlan(tuple(PartitionRange("ledger.transactions", p, 0, 10_000) for p in range(3)))
+    config = MatchConfig(
+        request.window_start,
+        request.window_end,
+        "rcn_dataflow_check",
+        detected_at=request.as_of,
+        margin=request.margin,
+    )
+    pipeline = build_pipeline(
+        request, plan, config, "gs://payrecon-test/staging/rcn_dataflow_check", DATAFLOW_OPTIONS
+    )
+    result = pipeline.run()
+    return result, pipeline.runner.proto_pipeline
+
+
+def test_dataflow_accepts_the_reconcile_graph_without_a_cloud_call(dataflow_pipeline):
+    result, proto = dataflow_pipeline
+    assert str(result.state) == "DONE"
+    assert len(proto.components.transforms) > 50
+
+
+def test_every_primitive_is_a_portable_transform(dataflow_pipeline):
+    _, proto = dataflow_pipeline
+    transforms = proto.components.transforms
+    primitives = {t.unique_name: t.spec.urn for t in transforms.values() if not t.subtransforms}
+    local_only = {name: urn for name, urn in primitives.items() if urn not in PORTABLE_PRIMITIVES}
+    assert local_only == {}
+
+
+def test_the_workers_run_in_the_sdk_container(dataflow_pipeline):
+    _, proto = dataflow_pipeline
+    urns = {env.urn for env in proto.components.environments.values()}
+    assert urns == {"beam:env:docker:v1"}
+
+
+def test_the_job_is_a_bounded_batch_job(dataflow_pipeline):
+    _, proto = dataflow_pipeline
+    bounded = {p.is_bounded for p in proto.components.pcollections.values()}
+    assert bounded == {beam_runner_api_pb2.IsBounded.BOUNDED}
