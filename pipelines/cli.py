@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "webhooks": ("pipelines.webhooks", "Receive Stripe webhooks; map them to order updates."),
     "config": ("pipelines.config_cmd", "Check a payrecon.yaml, or show it with secrets masked."),
     "gateway": ("pipelines.gateway", "Pay payments.requests through Stripe (or a local method)."),
+    "telemetry": ("pipelines.telemetry", "Payment metrics per window; conversion by cohort."),
 }
 
 USAGE = "usage: payrecon <command> [options]   (payrecon <command> --help for its options)"

@@ -25,6 +25,12 @@ from schemas.kafka_message import with_provenance
 from schemas.ledger_event import LEDGER_EVENT_V1
 from schemas.match import RECON_MATCH_V1
 from schemas.repair import RECON_REPAIR_V1
+from schemas.telemetry import (
+    FACT_PAYMENT_REQUESTS_V1,
+    PAYMENT_CONVERSION_V1,
+    TELEMETRY_MINUTELY_V1,
+    TELEMETRY_WINDOW_COUNTS_V1,
+)
 
 
 @dataclass(frozen=True)
@@ -193,6 +199,34 @@ TABLES: dict[str, TableDef] = {
             DQ_RESULT_PRIMARY_KEY,
             DQ_RESULT_PARTITION_BY,
             DQ_RESULT_CLUSTER_BY,
+        ),
+        TableDef(
+            "telemetry_minutely",
+            TELEMETRY_MINUTELY_V1,
+            ("window_start", "window_end", "gateway", "metric", "dimension"),
+            "window_start",
+            ("metric", "gateway"),
+        ),
+        TableDef(
+            "telemetry_window_counts",
+            TELEMETRY_WINDOW_COUNTS_V1,
+            ("window_start", "window_end", "gateway", "component", "batch_id"),
+            "window_start",
+            ("gateway",),
+        ),
+        TableDef(
+            "fact_payment_requests",
+            FACT_PAYMENT_REQUESTS_V1,
+            ("request_id",),
+            "day",
+            ("country", "payment_method_type"),
+        ),
+        TableDef(
+            "payment_conversion",
+            PAYMENT_CONVERSION_V1,
+            ("day", "country", "payment_method_type", "card_brand"),
+            "day",
+            ("country", "payment_method_type"),
         ),
     )
 }

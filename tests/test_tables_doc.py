@@ -20,6 +20,7 @@ from schemas import tables_doc
 from schemas.discrepancy import KINDS
 from schemas.tables import TABLES
 from tests.reconcile_helpers import published_day, reconcile_argv
+from tests.telemetry_helpers import Topics, traffic
 from transforms.warehouse.duckdb_sink import DuckDBWarehouse
 from transforms.warehouse.snowflake_sink import SnowflakeWarehouse
 
@@ -70,7 +71,8 @@ def test_a_table_without_a_section_is_named(tmp_path, capsys):
 def warehouses(broker, tmp_path_factory, fakesnow_server) -> Iterator[tuple]:
     """One generated day reconciled for real into DuckDB as of its export, repaired, then
     reconciled again a week later (two runs of the window; what could not be repaired is now
-    7-30 days old); then every table copied into Snowflake with the Snowflake sink."""
+    7-30 days old), and gateway traffic through payrecon telemetry; then every table copied
+    into Snowflake with the Snowflake sink."""
     tmp = tmp_path_factory.mktemp("tables_doc")
     day = published_day(
         broker.bootstrap_servers, tmp / "day", events=1500, seed=5, discrepancy_rate=0.02
@@ -93,6 +95,9 @@ def warehouses(broker, tmp_path_factory, fakesnow_server) -> Iterator[tuple]:
     week_later = datetime.fromisoformat(day["as_of"]) + timedelta(days=7)
     argv[argv.index("--as-of") + 1] = f"{week_later:%Y-%m-%dT%H:%M:%SZ}"
     assert reconcile(argv) == 0
+    payments = Topics(broker.bootstrap_servers)  # the gateway's traffic, for telemetry
+    payments.publish(traffic(150))
+    assert payments.run(tmp / "w.duckdb", "tables-doc") == 0
 
     duck = DuckDBWarehouse(tmp / "w.duckdb")
     kinds = duck.query_arrow("SELECT DISTINCT kind FROM recon_discrepancies").column("kind")

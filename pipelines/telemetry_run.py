@@ -1,0 +1,188 @@
+"""One ``payrecon telemetry`` micro-batch: plan, run the pipeline, load, then commit.
+
+The batch is the consumer group's committed offsets to each partition's end of both topics.
+Its run id is a hash of where it starts (the group and the start offsets), not where it
+ends: a batch killed before its commit is retried from the same offsets, reads the same
+messages and maybe more, and replaces everything the killed attempt may have loaded
+(its window counts are keyed by the run id). The order is the reconcile job's: pipeline
+(dead letters keyed as they came, staged files named by content), one warehouse
+transaction, then the forward-only offset commit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipelines.options import UsageError
+from pipelines.pipeline_errors import PipelineFailed, quiet_reported_failures
+from pipelines.reconcile_run import staging_root
+from pipelines.run_health import record_failure, unplanned_run_id
+from pipelines.telemetry import JOB, build, parse_windows, seconds_of, wire_sinks
+from pipelines.telemetry_finish import finish_batch
+from schemas.dead_letter import dlq_topic
+from transforms.kafka import ReadKafkaRanges
+from transforms.kafka_admin import ensure_topics
+from transforms.kafka_config import parse_overrides
+from transforms.kafka_offsets import BadReadRequest, BrokerUnavailable, ReadPlan, plan_read
+from transforms.telemetry_windows import WindowSpec
+from transforms.warehouse import WarehouseError, open_warehouse
+from transforms.warehouse.base import IncompatibleSchema
+
+
+@dataclass(frozen=True)
+class TelemetryRequest:
+    """A checked ``payrecon telemetry`` invocation."""
+
+    bootstrap_servers: str
+    kafka_overrides: dict
+    broker_timeout: float
+    telemetry_topic: str
+    results_topic: str
+    group_id: str
+    warehouse: str
+    windows: tuple[WindowSpec, ...]
+    allowed_lateness_s: int
+    staging_dir: str | None
+    max_payload_bytes: int
+    repeat_every_s: int | None
+
+    @classmethod
+    def from_args(cls, args) -> TelemetryRequest:
+        if args.telemetry_topic == args.results_topic:
+            raise UsageError("--telemetry-topic and --results-topic must be different topics")
+        if args.max_payload_bytes < 1:
+            raise UsageError(f"--max-payload-bytes must be positive, got {args.max_payload_bytes}")
+        try:
+            overrides = parse_overrides(args.kafka_config)
+        except Exception as exc:  # argparse.ArgumentTypeError or ValueError: user input
+            raise UsageError(str(exc)) from None
+        repeat = seconds_of("--repeat-every", args.repeat_every) if args.repeat_every else None
+        return cls(
+            bootstrap_servers=args.bootstrap_servers,
+            kafka_overrides=overrides,
+            broker_timeout=args.broker_timeout,
+            telemetry_topic=args.telemetry_topic,
+            results_topic=args.results_topic,
+            group_id=args.group_id,
+            warehouse=args.warehouse,
+            windows=parse_windows(args.windows),
+            allowed_lateness_s=seconds_of("--allowed-lateness", args.allowed_lateness),
+            staging_dir=args.staging_dir,
+            max_payload_bytes=args.max_payload_bytes,
+            repeat_every_s=repeat,
+        )
+
+    @property
+    def topics(self) -> tuple[str, str]:
+        return self.telemetry_topic, self.results_topic
+
+
+def run_id_of(plan: ReadPlan) -> str:
+    """The same id for every attempt of the batch that starts at these offsets."""
+    starts = [[r.topic, r.partition, r.start] for r in plan.ranges]
+    identity = json.dumps({"job": JOB, "group": plan.group_id, "starts": starts}, sort_keys=True)
+    return "tel_" + hashlib.sha256(identity.encode()).hexdigest()[:16]
+
+
+def run_telemetry(request: TelemetryRequest, beam_args: list[str]) -> int:
+    """One micro-batch; returns the exit code (messages for the user go to stderr)."""
+    started = datetime.now(UTC)
+    run_id = unplanned_run_id(JOB, started)
+    try:
+        _check_warehouse(request.warehouse)
+        ensure_topics(
+            request.bootstrap_servers,
+            [*request.topics, *map(dlq_topic, request.topics)],
+            overrides=request.kafka_overrides,
+            timeout=request.broker_timeout,
+        )
+        plan = plan_read(
+            request.bootstrap_servers,
+            request.topics,
+            group_id=request.group_id,
+            consumer_overrides=request.kafka_overrides,
+            timeout=request.broker_timeout,
+        )
+        run_id = run_id_of(plan)
+        staging = staging_root(request, run_id)  # type: ignore[arg-type]
+        _clear(staging)
+        _say(f"run {run_id}: {plan.total_offsets:,} messages from the committed offsets")
+        if plan.total_offsets:
+            _run_pipeline(request, plan, staging, beam_args)
+        code = finish_batch(request, plan, run_id, staging, started=started)
+        if code == 0:
+            _clear(staging)  # loaded and committed; kept only when a run needs a look
+        return code
+    except (UsageError, BadReadRequest, IncompatibleSchema) as exc:
+        print(f"payrecon telemetry: {exc}", file=sys.stderr)
+        return 2
+    except WarehouseError as exc:
+        print(f"payrecon telemetry: {exc}", file=sys.stderr)
+        return 3
+    except (BrokerUnavailable, PipelineFailed) as exc:
+        print(f"payrecon telemetry: {exc}", file=sys.stderr)
+        code = exc.exit_code if isinstance(exc, PipelineFailed) else 3
+        record_failure(
+            request.warehouse, job=JOB, run_id=run_id, window=(started, started),
+            started_at=started, exit_code=code, error=str(exc),
+        )  # fmt: skip
+        return code
+
+
+def _check_warehouse(url: str) -> None:
+    try:
+        warehouse = open_warehouse(url)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    warehouse.close()
+
+
+def _clear(root: str) -> None:
+    if "://" in root:
+        if FileSystems.exists(root):
+            FileSystems.delete([root])
+    else:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _run_pipeline(
+    request: TelemetryRequest, plan: ReadPlan, staging: str, beam_args: list[str]
+) -> None:
+    pipeline = beam.Pipeline(options=PipelineOptions(beam_args))
+    messages = pipeline | "ReadTelemetryAndResults" >> ReadKafkaRanges(
+        request.bootstrap_servers, plan, consumer_overrides=request.kafka_overrides
+    )
+    outputs = build(
+        messages,
+        telemetry_topic=request.telemetry_topic,
+        results_topic=request.results_topic,
+        windows=request.windows,
+        allowed_lateness_s=request.allowed_lateness_s,
+        max_payload_bytes=request.max_payload_bytes,
+    )
+    wire_sinks(
+        outputs, bootstrap=request.bootstrap_servers, overrides=request.kafka_overrides,
+        staging=staging,
+    )  # fmt: skip
+    _say("running the pipeline (decode, window, count, stage)")
+    with quiet_reported_failures():
+        try:
+            pipeline.run().wait_until_finish()
+        except Exception as exc:
+            reported = PipelineFailed.of(exc)
+            if reported is None:
+                raise  # a bug: the traceback is what its reader needs
+            raise reported from None
+
+
+def _say(text: str) -> None:
+    print(f"==> {text}", file=sys.stderr, flush=True)

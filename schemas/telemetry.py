@@ -1,0 +1,188 @@
+"""Warehouse tables of ``payrecon telemetry``: windowed payment metrics and conversion.
+
+* ``telemetry_minutely``: one row per event-time window, gateway, metric and dimension.
+* ``telemetry_window_counts``: the additive counts each micro-batch contributed to a window,
+  from which ``telemetry_minutely`` is recomputed (a window that spans micro-batches, or
+  receives late data, gets the same metrics as if one run had read all of its data).
+* ``fact_payment_requests``: one row per payment request the gateway worked on: its cohort
+  (from the telemetry attempts) and its outcome (from its payment result).
+* ``payment_conversion``: attempts vs successes per UTC day and cohort, a rollup of
+  ``fact_payment_requests``.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from schemas.fields import UTC_MICROS, field, versioned
+
+_WINDOW = [
+    field("window_start", UTC_MICROS, "Start of the event-time window, inclusive."),
+    field(
+        "window_end",
+        UTC_MICROS,
+        "End of the window, exclusive: 1 minute after the start for the fixed windows, "
+        "1 hour for the sliding ones (which start every 5 minutes).",
+    ),
+    field("gateway", pa.string(), "The gateway (stripe, voucher ...), or * for all gateways."),
+]
+
+TELEMETRY_MINUTELY_V1 = versioned(
+    "telemetry_minutely",
+    1,
+    [
+        *_WINDOW,
+        field(
+            "window_seconds",
+            pa.int64(),
+            "window_end - window_start in seconds: 60 for the minute windows, 3600 for the "
+            "sliding hours.",
+        ),
+        field(
+            "metric",
+            pa.string(),
+            "attempts, rate_429, error_rate, latency_p50, latency_p95, latency_p99, results, "
+            "successes, conversion, decline_rate or revenue.",
+        ),
+        field(
+            "dimension",
+            pa.string(),
+            "The breakdown: the reason (error_rate), error code (decline_rate) or currency "
+            "(revenue); * for the metric as a whole.",
+        ),
+        field(
+            "value",
+            pa.float64(),
+            "The metric: a count, a fraction between 0 and 1 (rates, conversion) or "
+            "milliseconds (latencies); null for revenue (see amount).",
+            nullable=True,
+        ),
+        field(
+            "events",
+            pa.int64(),
+            "How many gateway calls (attempt metrics) or payment results (result metrics) "
+            "the value is computed from.",
+        ),
+        field(
+            "amount",
+            pa.int64(),
+            "revenue only: the succeeded payments' amount, integer minor units of the "
+            "dimension's currency.",
+            nullable=True,
+        ),
+        field("run_id", pa.string(), "The telemetry run that last computed the row."),
+    ],
+    doc="Payment metrics per event-time window, gateway, metric and dimension.",
+)
+
+TELEMETRY_WINDOW_COUNTS_V1 = versioned(
+    "telemetry_window_counts",
+    1,
+    [
+        *_WINDOW,
+        field(
+            "component",
+            pa.string(),
+            "What is counted: attempts, outcome:<o>, reason:<r>, http_429, latency:<bucket>, "
+            "results, status:<s>, decline:<code>, succeeded:<currency>, revenue:<currency>.",
+        ),
+        field(
+            "batch_id",
+            pa.string(),
+            "The micro-batch that counted it: the telemetry run id (a retry of a batch "
+            "replaces its counts).",
+        ),
+        field(
+            "count",
+            pa.int64(),
+            "The count; for revenue:<currency>, the amount in the currency's smallest unit.",
+        ),
+    ],
+    doc="Additive counts per window and micro-batch, the state telemetry_minutely is "
+    "recomputed from.",
+)
+
+FACT_PAYMENT_REQUESTS_V1 = versioned(
+    "fact_payment_requests",
+    1,
+    [
+        field("request_id", pa.string(), "The payment request (UUID)."),
+        field(
+            "day",
+            pa.date32(),
+            "UTC day of the request's first gateway call (of its result when no call was seen).",
+        ),
+        field("order_id", pa.string(), "The order paid for.", nullable=True),
+        field("gateway", pa.string(), "The gateway that paid it.", nullable=True),
+        field(
+            "payment_method_type",
+            pa.string(),
+            "Cohort: card, konbini ... (from telemetry).",
+            nullable=True,
+        ),
+        field(
+            "country", pa.string(), "Cohort: ISO 3166-1 alpha-2 (from telemetry).", nullable=True
+        ),
+        field(
+            "card_brand",
+            pa.string(),
+            "Cohort: visa, mastercard ... (from telemetry).",
+            nullable=True,
+        ),
+        field("amount", pa.int64(), "Amount requested, minor units.", nullable=True),
+        field("currency", pa.string(), "ISO 4217 code, lowercase.", nullable=True),
+        field(
+            "status",
+            pa.string(),
+            "succeeded, requires_action, processing or failed (its payment result); "
+            "dead_lettered or gave_up (no result: the gateway refused it, or retries ran "
+            "out); null while no outcome is known.",
+            nullable=True,
+        ),
+        field(
+            "error_code", pa.string(), "The result's error code (card_declined ...).", nullable=True
+        ),
+        field(
+            "calls",
+            pa.int64(),
+            "Gateway calls seen for it (the highest attempt number).",
+            nullable=True,
+        ),
+        field("first_call_at", UTC_MICROS, "Its first gateway call seen (UTC).", nullable=True),
+        field("decided_at", UTC_MICROS, "When its result was decided (UTC).", nullable=True),
+        field("run_id", pa.string(), "The telemetry run that last updated the row."),
+    ],
+    doc="One row per payment request seen in payments.telemetry or payments.results.",
+)
+
+PAYMENT_CONVERSION_V1 = versioned(
+    "payment_conversion",
+    1,
+    [
+        field("day", pa.date32(), "UTC day of the requests (fact_payment_requests.day)."),
+        field("country", pa.string(), "Cohort: ISO 3166-1 alpha-2 country, ? when unknown."),
+        field("payment_method_type", pa.string(), "Cohort: card, konbini ..., ? when unknown."),
+        field("card_brand", pa.string(), "Cohort: visa, mastercard ..., ? when unknown."),
+        field("attempts", pa.int64(), "Payment requests of the cohort that day."),
+        field("successes", pa.int64(), "Of those, the ones whose payment succeeded."),
+        field(
+            "failures",
+            pa.int64(),
+            "Failed (declined, canceled), dead-lettered or given up.",
+        ),
+        field(
+            "pending",
+            pa.int64(),
+            "Waiting: requires_action, processing, or no outcome yet.",
+        ),
+        field(
+            "conversion",
+            pa.float64(),
+            "successes / attempts, between 0 and 1; null when no request is left in the "
+            "cohort that day (its requests turned out to belong to another cohort or day).",
+            nullable=True,
+        ),
+        field("run_id", pa.string(), "The telemetry run that last computed the row."),
+    ],
+    doc="Attempts vs successes per UTC day and cohort (country, payment method, card brand).",
+)

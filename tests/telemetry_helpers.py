@@ -1,0 +1,140 @@
+"""Synthetic gateway traffic for the ``payrecon telemetry`` tests.
+
+Records are encoded with the gateway's own encoders (``transforms.payment_records``), so the
+tests read exactly what ``payrecon gateway`` publishes.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from pipelines.telemetry import main as telemetry
+from tests.kafka_helpers import new_topic, produce
+from transforms.gateways.base import GatewayResult
+from transforms.payment_records import TelemetryEvent, result_record
+from transforms.payment_requests import PaymentRequest
+
+START = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
+COHORTS = [("US", "card", "visa"), ("FR", "card", "mastercard"), ("JP", "konbini", None)]
+
+
+@dataclass(frozen=True)
+class Record:
+    """One message to produce: ``kind`` is ``telemetry`` or ``results``."""
+
+    kind: str
+    key: bytes
+    value: bytes
+    at: datetime
+
+    @property
+    def timestamp_ms(self) -> int:
+        return int(self.at.timestamp() * 1000)
+
+
+def request_of(i: int, rng: random.Random, at: datetime) -> PaymentRequest:
+    country, method, brand = COHORTS[i % len(COHORTS)]
+    return PaymentRequest(
+        request_id=str(uuid.UUID(int=rng.getrandbits(128))),
+        order_id=f"ord_{i}",
+        amount=500 + 25 * (i % 40),
+        currency="jpy" if country == "JP" else "eur" if country == "FR" else "usd",
+        payment_method_type=method,
+        created_at_micros=int(at.timestamp() * 1_000_000),
+        country=country,
+        card_brand=brand,
+    )
+
+
+def attempt(request: PaymentRequest, at: datetime, n: int, outcome: str, **fields) -> Record:
+    event = TelemetryEvent.attempt_of(
+        request,
+        outcome=outcome,
+        consumer_id="gw-1",
+        concurrency=8,
+        gateway="stripe",
+        attempt=n,
+        at=at,
+        event_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{request.request_id}/{n}")),
+        **fields,
+    )
+    key, value = event.record()
+    return Record("telemetry", key, value, at)
+
+
+def result(request: PaymentRequest, at: datetime, status: str, calls: int, **fields) -> Record:
+    key, value = result_record(
+        request,
+        GatewayResult(status=status, payment_intent_id=f"pi_{request.order_id}", **fields),
+        gateway="stripe",
+        attempts=calls,
+        processed_at=at,
+    )
+    return Record("results", key, value, at)
+
+
+def traffic(requests: int, *, seed: int = 7, start: datetime = START) -> list[Record]:
+    """Calls and results of ``requests`` payments over about ten minutes: some retried
+    after a 429 or a timeout, most succeeding, some declined, some waiting for the customer,
+    some dead-lettered; latencies between 20 ms and 2 s."""
+    rng = random.Random(seed)
+    records: list[Record] = []
+    for i in range(requests):
+        at = start + timedelta(seconds=rng.uniform(0, 600))
+        request = request_of(i, rng, at)
+        calls = 1
+        if rng.random() < 0.15:
+            reason, status = rng.choice([("http_429", 429), ("timeout", None)])
+            records.append(
+                attempt(request, at, 1, "retry", latency_ms=rng.uniform(20, 2000),
+                        http_status=status, reason=reason, backoff_ms=200.0)
+            )  # fmt: skip
+            at += timedelta(milliseconds=400)
+            calls = 2
+        if rng.random() < 0.03:
+            records.append(
+                attempt(request, at, calls, "permanent", latency_ms=35.0, http_status=400,
+                        reason="http_400", error_code="resource_missing")
+            )  # fmt: skip
+            continue
+        latency = rng.uniform(20, 2000)
+        done = at + timedelta(milliseconds=latency)
+        roll = rng.random()
+        if roll < 0.8:
+            records.append(attempt(request, at, calls, "success", latency_ms=latency,
+                                   http_status=200))  # fmt: skip
+            records.append(result(request, done, "succeeded", calls, charge_id=f"ch_{i}"))
+        elif roll < 0.92:
+            records.append(attempt(request, at, calls, "success", latency_ms=latency,
+                                   http_status=402, error_code="card_declined"))  # fmt: skip
+            records.append(result(request, done, "failed", calls, error_code="card_declined"))
+        else:
+            records.append(attempt(request, at, calls, "success", latency_ms=latency,
+                                   http_status=200))  # fmt: skip
+            records.append(result(request, done, "requires_action", calls))
+    return records
+
+
+class Topics:
+    """A fresh telemetry and results topic pair; publish records, run the job on them."""
+
+    def __init__(self, bootstrap: str):
+        self.bootstrap = bootstrap
+        self.telemetry = new_topic(bootstrap, partitions=2, prefix="tel")
+        self.results = new_topic(bootstrap, partitions=2, prefix="res")
+
+    def publish(self, records: list[Record]) -> None:
+        for kind, topic in (("telemetry", self.telemetry), ("results", self.results)):
+            rows = [(r.key, r.value, r.timestamp_ms) for r in records if r.kind == kind]
+            if rows:
+                produce(self.bootstrap, topic, rows)
+
+    def run(self, warehouse, group: str) -> int:
+        return telemetry([
+            "--bootstrap-servers", self.bootstrap, "--telemetry-topic", self.telemetry,
+            "--results-topic", self.results, "--group-id", group,
+            "--warehouse", f"duckdb:///{warehouse}",
+        ])  # fmt: skip

@@ -1,0 +1,104 @@
+"""``payrecon telemetry`` against the real broker: micro-batches from committed offsets."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+import pipelines.telemetry_finish as finish
+from pipelines.telemetry import main as telemetry
+from tests.kafka_helpers import consume_all
+from tests.telemetry_helpers import Record, Topics, traffic
+from transforms.kafka_offsets import BrokerUnavailable
+from transforms.warehouse.duckdb_sink import DuckDBWarehouse
+
+
+def table(path, name: str, order: str, where: str = "TRUE") -> list[dict]:
+    with DuckDBWarehouse(path) as w:
+        sql = f"SELECT * EXCLUDE (run_id) FROM {name} WHERE {where} ORDER BY {order}"
+        return w.query_arrow(sql).to_pylist()
+
+
+# A cohort that a later batch empties keeps a row of zeros (loads only upsert), as when
+# a request's result came before its telemetry: compare the cohorts that have requests.
+TABLES = {
+    "telemetry_minutely": ("window_start, window_end, gateway, metric, dimension", "TRUE"),
+    "fact_payment_requests": ("request_id", "TRUE"),
+    "payment_conversion": ("day, country, payment_method_type, card_brand", "attempts > 0"),
+}
+
+
+def test_two_micro_batches_give_the_tables_of_one_batch_over_all_messages(broker, tmp_path):
+    topics = Topics(broker.bootstrap_servers)
+    records = traffic(400, seed=21)
+    random.Random(8).shuffle(records)  # each half has calls and results of every minute
+    topics.publish(records[:400])
+    assert topics.run(tmp_path / "batches.duckdb", "batches") == 0
+    topics.publish(records[400:])
+    assert topics.run(tmp_path / "batches.duckdb", "batches") == 0
+    assert topics.run(tmp_path / "once.duckdb", "once") == 0
+
+    for name, (order, where) in TABLES.items():
+        once = table(tmp_path / "once.duckdb", name, order, where)
+        assert once, name
+        assert table(tmp_path / "batches.duckdb", name, order, where) == once, name
+    with DuckDBWarehouse(tmp_path / "batches.duckdb") as w:
+        shared = w.query_arrow(
+            "SELECT window_start FROM telemetry_window_counts GROUP BY window_start, "
+            "window_end HAVING COUNT(DISTINCT batch_id) = 2"
+        )
+    assert shared.num_rows > 0, "no window was spread over both batches: the test proves nothing"
+
+
+def test_the_health_row_counts_every_message_as_decoded_or_dead_lettered(broker, tmp_path):
+    topics = Topics(broker.bootstrap_servers)
+    records = traffic(40, seed=3)
+    bad = [Record("telemetry", b"k", b"not json", records[0].at),
+           Record("results", b"k", b'{"request_id": "r1"}', records[0].at)]  # fmt: skip
+    topics.publish(records + bad)
+    assert topics.run(tmp_path / "w.duckdb", "health") == 0
+
+    with DuckDBWarehouse(tmp_path / "w.duckdb") as w:
+        (row,) = w.query_arrow("SELECT * FROM recon_health WHERE job = 'telemetry'").to_pylist()
+    assert row["records_in"] == len(records) + 2
+    assert row["records_out"] == len(records)
+    assert row["dead_letters"] == 2 and row["counts_conserved"]
+    assert row["dead_letters_by_reason"] == '{"missing_field": 1, "not_json": 1}'
+    dead = consume_all(broker.bootstrap_servers, f"{topics.telemetry}.dlq")
+    dead += consume_all(broker.bootstrap_servers, f"{topics.results}.dlq")
+    assert sorted(m.value() for m in dead) == sorted(r.value for r in bad)
+
+
+def test_a_batch_retried_after_its_commit_failed_replaces_what_it_loaded(
+    broker, tmp_path, monkeypatch
+):
+    topics = Topics(broker.bootstrap_servers)
+    records = traffic(30, seed=4)
+    topics.publish(records)
+
+    def unavailable(*args, **kwargs):
+        raise BrokerUnavailable("broker went away during the commit")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(finish, "commit_offsets", unavailable)
+        assert topics.run(tmp_path / "w.duckdb", "retry") == 3
+    assert topics.run(tmp_path / "w.duckdb", "retry") == 0
+
+    calls = sum(1 for r in records if r.kind == "telemetry")
+    with DuckDBWarehouse(tmp_path / "w.duckdb") as w:
+        counted = w.query_arrow(
+            "SELECT SUM(count) AS n, COUNT(DISTINCT batch_id) AS batches "
+            "FROM telemetry_window_counts WHERE component = 'attempts' AND gateway = '*' "
+            "AND window_end - window_start = INTERVAL 1 MINUTE"
+        ).to_pylist()
+        runs = w.query_arrow("SELECT status FROM recon_health WHERE job = 'telemetry'")
+    assert counted == [{"n": calls, "batches": 1}]
+    assert runs.column("status").to_pylist() == ["succeeded"]
+
+
+@pytest.mark.parametrize("flag", [["--windows", "day"], ["--allowed-lateness", "soon"]])
+def test_a_bad_flag_exits_2_with_one_line(flag, capsys):
+    assert telemetry(flag) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and flag[0] in err

@@ -1,0 +1,163 @@
+"""Event-time windows over payment telemetry and results: counts per window and gateway.
+
+The same transforms serve both ways of running ``payrecon telemetry``:
+
+* streaming (an unbounded Kafka source on Dataflow or Flink): windows fire when the
+  watermark passes their end, then once more for each late arrival within the allowed
+  lateness, each pane holding the whole window so far (accumulating); data later than that
+  is dropped by the runner;
+* bounded micro-batches (the local default): the watermark jumps to the end when the read
+  ends, so every window fires once with what this batch read; the job adds the counts of
+  earlier batches (``telemetry_window_counts``) before computing the metrics.
+
+Input: decoded ``DECODED_TELEMETRY`` and ``DECODED_RESULT`` tables. Each table is first
+reduced to counts per event-time minute (``transforms.telemetry_counts``), so windows see
+a few elements per minute instead of one per message. That is exact for every window whose
+boundaries are whole minutes, which :class:`WindowSpec` enforces.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import apache_beam as beam
+from apache_beam.transforms import trigger, window
+from apache_beam.utils.timestamp import Duration
+
+from transforms.telemetry_counts import add_counts, minute_counts
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    """Fixed windows of ``size_s`` seconds, or sliding ones starting every ``period_s``."""
+
+    label: str
+    size_s: int
+    period_s: int | None = None
+
+    def __post_init__(self) -> None:
+        for value in (self.size_s, self.period_s or 60):
+            if value <= 0 or value % 60:
+                raise ValueError(f"window {self.label}: {value}s is not a whole number of minutes")
+
+    def window_fn(self) -> window.WindowFn:
+        if self.period_s is None:
+            return window.FixedWindows(self.size_s)
+        return window.SlidingWindows(self.size_s, self.period_s)
+
+
+MINUTE = WindowSpec("Minute", 60)
+HOUR_EVERY_5_MINUTES = WindowSpec("HourEvery5Minutes", 3600, 300)
+
+
+class WindowCounts(NamedTuple):
+    """The counts of one gateway in one window, ``[start, end)`` in epoch seconds."""
+
+    start: int
+    end: int
+    gateway: str
+    counts: dict[str, int]
+
+
+class _StampMinutesFn(beam.DoFn):
+    """A decoded table in; ``(gateway, counts)`` per minute out, stamped with the minute."""
+
+    def __init__(self, time_column: str):
+        self._time_column = time_column
+
+    def process(self, table):
+        for m in minute_counts(table, self._time_column):
+            yield window.TimestampedValue((m.gateway, m.counts), m.minute)
+
+
+class SumCounts(beam.CombineFn):
+    """Adds count maps component by component (associative and commutative)."""
+
+    def create_accumulator(self) -> dict[str, int]:
+        return {}
+
+    def add_input(self, accumulator: dict[str, int], counts: dict[str, int]) -> dict[str, int]:
+        return add_counts(accumulator, counts)
+
+    def merge_accumulators(self, accumulators) -> dict[str, int]:
+        merged: dict[str, int] = {}
+        for accumulator in accumulators:
+            add_counts(merged, accumulator)
+        return merged
+
+    def extract_output(self, accumulator: dict[str, int]) -> dict[str, int]:
+        return dict(sorted(accumulator.items()))
+
+
+class _WindowBoundsFn(beam.DoFn):
+    def process(self, element, w=beam.DoFn.WindowParam):
+        gateway, counts = element
+        yield WindowCounts(int(w.start), int(w.end), gateway, counts)
+
+
+class CountPaymentMinutes(beam.PTransform):
+    """``(telemetry tables, result tables)`` in; ``(gateway, counts)`` per event-time minute
+    out, each element time-stamped with its minute's start."""
+
+    def expand(self, inputs):
+        telemetry, results = inputs
+        attempts = telemetry | "CountAttemptsPerMinute" >> beam.ParDo(_StampMinutesFn("at"))
+        decided = results | "CountResultsPerMinute" >> beam.ParDo(_StampMinutesFn("processed_at"))
+        return (attempts, decided) | "AllMinuteCounts" >> beam.Flatten()
+
+
+class SumCountsPerWindow(beam.PTransform):
+    """Minute counts in; one ``WindowCounts`` per window, gateway and pane out (in the
+    global window: each element carries its window's bounds).
+
+    Each window fires when the watermark passes its end and again for each late minute
+    count within ``allowed_lateness_s``; panes accumulate, so the last pane of a window
+    holds all of it (a sink upserting on the window's key keeps the latest). Later data is
+    dropped by the runner.
+    """
+
+    def __init__(self, windows: tuple[WindowSpec, ...], allowed_lateness_s: int):
+        super().__init__()
+        self._windows = windows
+        self._lateness = Duration(seconds=allowed_lateness_s)
+
+    def expand(self, minute_counts):
+        per_window = []
+        for spec in self._windows:
+            per_window.append(
+                minute_counts
+                | f"Window{spec.label}"
+                >> beam.WindowInto(
+                    spec.window_fn(),
+                    trigger=trigger.AfterWatermark(late=trigger.AfterCount(1)),
+                    accumulation_mode=trigger.AccumulationMode.ACCUMULATING,
+                    allowed_lateness=self._lateness,
+                )
+                | f"SumPer{spec.label}" >> beam.CombinePerKey(SumCounts())
+                | f"Bounds{spec.label}" >> beam.ParDo(_WindowBoundsFn())
+                # Each element now names its window; one windowing lets the specs flatten.
+                | f"Unwindow{spec.label}" >> beam.WindowInto(window.GlobalWindows())
+            )
+        return tuple(per_window) | "AllWindows" >> beam.Flatten()
+
+
+class WindowedPaymentCounts(beam.PTransform):
+    """Decoded ``(telemetry tables, result tables)`` in; ``WindowCounts`` out, for every
+    window of ``windows`` that holds data."""
+
+    def __init__(
+        self,
+        windows: tuple[WindowSpec, ...] = (MINUTE, HOUR_EVERY_5_MINUTES),
+        allowed_lateness_s: int = 3600,
+    ):
+        super().__init__()
+        self._windows = windows
+        self._lateness = allowed_lateness_s
+
+    def expand(self, inputs):
+        return (
+            inputs
+            | "CountPaymentMinutes" >> CountPaymentMinutes()
+            | "SumCountsPerWindow" >> SumCountsPerWindow(self._windows, self._lateness)
+        )
