@@ -40,7 +40,8 @@ class DecodedBatch(NamedTuple):
 _NO_MAPPING = LedgerFieldMap()
 
 
-def _parse(value: bytes | None, max_payload: int) -> Invalid | dict:
+def parse_json_payload(value: bytes | None, max_payload: int) -> Invalid | dict:
+    """A message value parsed as JSON, or why it cannot be (no value, too large, not JSON)."""
     if value is None:
         return Invalid(Reason.NOT_JSON, "the message has no value")
     if len(value) > max_payload:
@@ -78,7 +79,7 @@ def decode_ledger_batch(
     bad: list[int] = []
     problems: list[Invalid] = []
     for i, value in enumerate(values):
-        parsed = _mapped(_parse(value, max_payload_bytes), field_map)
+        parsed = _mapped(parse_json_payload(value, max_payload_bytes), field_map)
         checked = parsed if isinstance(parsed, Invalid) else check_event(parsed)
         if isinstance(checked, Invalid) and checked.reason is Reason.NON_INTEGER_AMOUNT:
             # orjson reads integers wider than 64 bits as floats; the standard parser is
@@ -94,7 +95,7 @@ def decode_ledger_batch(
             micros.append(checked)
     return DecodedBatch(
         _events_table(messages, good, objects, micros),
-        _dead_letter_table(messages, bad, problems, job),
+        dead_letter_table(messages, bad, problems, job),
     )
 
 
@@ -118,9 +119,10 @@ def _events_table(
     )
 
 
-def _dead_letter_table(
+def dead_letter_table(
     messages: pa.Table, rows: list[int], problems: list[Invalid], job: str
 ) -> pa.Table:
+    """``DEAD_LETTER_V1`` rows for the messages at ``rows``, each with its problem."""
     n = len(rows)
     indices = pa.array(rows, pa.int64())
     now = int(time.time() * 1_000_000)

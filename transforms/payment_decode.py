@@ -24,8 +24,8 @@ from transforms.decode import (
     DEAD_LETTERS,
     DEFAULT_MAX_PAYLOAD_BYTES,
     DecodedBatch,
-    _dead_letter_table,
-    _parse,
+    dead_letter_table,
+    parse_json_payload,
 )
 from transforms.ledger_validation import Invalid, parse_rfc3339_micros
 
@@ -118,7 +118,7 @@ def decode_payment_batch(
     bad: list[int] = []
     problems: list[Invalid] = []
     for i, value in enumerate(messages.column("value").to_pylist()):
-        parsed = _parse(value, max_payload_bytes)
+        parsed = parse_json_payload(value, max_payload_bytes)
         invalid = parsed if isinstance(parsed, Invalid) else check_record(schema, parsed)
         if invalid is None:
             good.append(i)
@@ -128,7 +128,7 @@ def decode_payment_batch(
             problems.append(invalid)
     return DecodedBatch(
         _rows_table(schema, messages, good, objects),
-        _dead_letter_table(messages, bad, problems, job),
+        dead_letter_table(messages, bad, problems, job),
     )
 
 
