@@ -9,7 +9,10 @@ the batch's window counts (``telemetry_window_counts``), the metrics of every wi
 touched recomputed from all batches' counts (``telemetry_minutely``: attempts, 429 rate,
 error rate by reason, latency p50/p95/p99, results, successes, conversion, decline rate by
 code, revenue per currency), the request rows (``fact_payment_requests``), conversion per
-day and cohort (``payment_conversion``) and the run's ``recon_health`` row; only then the
+day and cohort (``payment_conversion``), the minute windows the anomaly model finds
+anomalous (``telemetry_anomalies``: a 429 surge, a latency p95 spike, a conversion drop,
+scored against the history of the same metric by time of day and week) and the run's
+``recon_health`` row; then one alert per anomaly to ``telemetry.alerts``; only then the
 group's offsets are committed. A run killed anywhere before the commit is repeated by the
 next run with the same result; two micro-batches give the tables one batch over the same
 messages gives. ``--repeat-every 1m`` runs micro-batches until interrupted.
@@ -78,6 +81,13 @@ class TelemetryOptions(KafkaOptions):
             dest="results_topic",
             default="payments.results",
             help="Payment result v1, one message per payment (default: %(default)s).",
+        )
+        add(
+            "--alerts-topic",
+            dest="alerts_topic",
+            default="telemetry.alerts",
+            help="Where anomalies are published, one JSON message per anomalous window keyed "
+            "by its alert id (default: %(default)s).",
         )
         add(
             "--group-id",

@@ -8,8 +8,12 @@
   (``fact_payment_requests``); ``payment_conversion`` is recomputed for every day a merged
   request is (or was) on, from all of that day's requests.
 
-Everything is upserted in one transaction with the run's ``recon_health`` row, and only
-then are the group's offsets committed (forward only).
+* Anomalies: the minute windows the batch touched are scored against their history
+  (``pipelines.telemetry_alerts``): ``telemetry_anomalies``, and one message per anomaly
+  on the alerts topic.
+
+Everything is upserted in one transaction with the run's ``recon_health`` row; then the
+alerts are published, and only then are the group's offsets committed (forward only).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.run_health import health_row
+from pipelines.telemetry_alerts import ANOMALIES, detect_anomalies, publish_alerts
 from schemas.dead_letter import DEAD_LETTER_V1
 from schemas.tables import TABLES
 from transforms.kafka_offsets import ReadPlan, commit_offsets
@@ -196,15 +201,17 @@ def finish_batch(request, plan: ReadPlan, run_id: str, staging: str, *, started:
         minutely = recompute_windows(warehouse, state, run_id)
         facts, days = merge_requests(warehouse, partials, run_id)
         conversion = recompute_conversion(warehouse, facts, days, run_id)
+        anomalies = detect_anomalies(warehouse, minutely, run_id, datetime.now(UTC))
         health = _health(request, plan, run_id, started, staging, state)
         warehouse.load(
             {STATE: state, MINUTELY: minutely, FACTS: facts, CONVERSION: conversion,
-             TABLES["recon_health"]: health}
+             ANOMALIES: anomalies, TABLES["recon_health"]: health}
         )  # fmt: skip
     row = health.to_pylist()[0]
     if not row["counts_conserved"]:
         print(f"payrecon telemetry: counts do not add up: {row}", file=sys.stderr)
         return 1
+    alerts = publish_alerts(request, anomalies)
     commit_offsets(
         request.bootstrap_servers, request.group_id, plan.ranges, request.kafka_overrides,
         forward_only=True, timeout=request.broker_timeout,
@@ -214,6 +221,7 @@ def finish_batch(request, plan: ReadPlan, run_id: str, staging: str, *, started:
         f"decoded, {row['dead_letters']:,} dead-lettered; {minutely.num_rows:,} metric rows "
         f"over {state.select(_WINDOW_KEY).group_by(_WINDOW_KEY).aggregate([]).num_rows:,} "
         f"windows; {facts.num_rows:,} payment requests; conversion of "
-        f"{len(days)} day(s) recomputed"
+        f"{len(days)} day(s) recomputed; {alerts} anomal{'y' if alerts == 1 else 'ies'} "
+        f"alerted on {request.alerts_topic}"
     )
     return 0

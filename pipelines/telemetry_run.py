@@ -47,6 +47,7 @@ class TelemetryRequest:
     broker_timeout: float
     telemetry_topic: str
     results_topic: str
+    alerts_topic: str
     group_id: str
     warehouse: str
     windows: tuple[WindowSpec, ...]
@@ -59,6 +60,8 @@ class TelemetryRequest:
     def from_args(cls, args) -> TelemetryRequest:
         if args.telemetry_topic == args.results_topic:
             raise UsageError("--telemetry-topic and --results-topic must be different topics")
+        if args.alerts_topic in (args.telemetry_topic, args.results_topic):
+            raise UsageError(f"--alerts-topic {args.alerts_topic!r} must not be an input topic")
         if args.max_payload_bytes < 1:
             raise UsageError(f"--max-payload-bytes must be positive, got {args.max_payload_bytes}")
         try:
@@ -72,6 +75,7 @@ class TelemetryRequest:
             broker_timeout=args.broker_timeout,
             telemetry_topic=args.telemetry_topic,
             results_topic=args.results_topic,
+            alerts_topic=args.alerts_topic,
             group_id=args.group_id,
             warehouse=args.warehouse,
             windows=parse_windows(args.windows),
@@ -101,7 +105,7 @@ def run_telemetry(request: TelemetryRequest, beam_args: list[str]) -> int:
         _check_warehouse(request.warehouse)
         ensure_topics(
             request.bootstrap_servers,
-            [*request.topics, *map(dlq_topic, request.topics)],
+            [*request.topics, *map(dlq_topic, request.topics), request.alerts_topic],
             overrides=request.kafka_overrides,
             timeout=request.broker_timeout,
         )

@@ -28,6 +28,7 @@ from schemas.repair import RECON_REPAIR_V1
 from schemas.telemetry import (
     FACT_PAYMENT_REQUESTS_V1,
     PAYMENT_CONVERSION_V1,
+    TELEMETRY_ANOMALIES_V1,
     TELEMETRY_MINUTELY_V1,
     TELEMETRY_WINDOW_COUNTS_V1,
 )
@@ -206,6 +207,13 @@ TABLES: dict[str, TableDef] = {
             ("window_start", "window_end", "gateway", "metric", "dimension"),
             "window_start",
             ("metric", "gateway"),
+        ),
+        TableDef(
+            "telemetry_anomalies",
+            TELEMETRY_ANOMALIES_V1,
+            ("window_start", "metric", "dims"),
+            "window_start",
+            ("metric", "severity"),
         ),
         TableDef(
             "telemetry_window_counts",

@@ -8,6 +8,8 @@
   (from the telemetry attempts) and its outcome (from its payment result).
 * ``payment_conversion``: attempts vs successes per UTC day and cohort, a rollup of
   ``fact_payment_requests``.
+* ``telemetry_anomalies``: the minute windows the anomaly model (``transforms.anomaly``)
+  found anomalous, with the evidence and a suggested action.
 """
 
 from __future__ import annotations
@@ -185,4 +187,54 @@ PAYMENT_CONVERSION_V1 = versioned(
         field("run_id", pa.string(), "The telemetry run that last computed the row."),
     ],
     doc="Attempts vs successes per UTC day and cohort (country, payment method, card brand).",
+)
+
+TELEMETRY_ANOMALIES_V1 = versioned(
+    "telemetry_anomalies",
+    1,
+    [
+        field("window_start", UTC_MICROS, "Start of the 1-minute window scored, inclusive."),
+        field("metric", pa.string(), "rate_429, error_rate, latency_p95 or conversion."),
+        field(
+            "dims",
+            pa.string(),
+            "The series: gateway=<gateway> (* for all gateways together).",
+        ),
+        field("value", pa.float64(), "The window's value (telemetry_minutely.value)."),
+        field(
+            "expected",
+            pa.float64(),
+            "The median of the baseline: the same metric and dims at that time of week or "
+            "day over the last 28 days (see model).",
+        ),
+        field("mad", pa.float64(), "The baseline's median absolute deviation."),
+        field(
+            "score",
+            pa.float64(),
+            "Robust z-score: (value - expected) / max(1.4826 * mad, the metric's noise "
+            "floor); negative below the expected value.",
+        ),
+        field("direction", pa.string(), "up or down: the way the metric went wrong."),
+        field(
+            "severity",
+            pa.string(),
+            "warning (score 5 or more in the bad direction) or critical (10 or more).",
+        ),
+        field("suggested_action", pa.string(), "What to do about it, for on-call."),
+        field(
+            "model",
+            pa.string(),
+            "The baseline used: seasonal_weekly (weekday and hour), seasonal_daily (hour of "
+            "day) or global (cold start: all the history there is).",
+        ),
+        field("baseline_points", pa.int64(), "How many past windows the baseline holds."),
+        field(
+            "alert_id",
+            pa.string(),
+            "The alert published to telemetry.alerts: a hash of window, metric and dims.",
+        ),
+        field("detected_at", UTC_MICROS, "When the telemetry run scored the window."),
+        field("run_id", pa.string(), "The telemetry run that scored the window last."),
+    ],
+    doc="Anomalous telemetry windows: what was seen, what was expected and what to do.",
 )

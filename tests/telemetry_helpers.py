@@ -118,13 +118,34 @@ def traffic(requests: int, *, seed: int = 7, start: datetime = START) -> list[Re
     return records
 
 
+def storm_429(requests: int, *, seed: int, start: datetime, seconds: int = 300) -> list[Record]:
+    """A 429 storm: ``requests`` payments over ``seconds`` whose first call is answered 429
+    and whose retry succeeds (half of all calls are 429s)."""
+    rng = random.Random(seed)
+    records: list[Record] = []
+    for i in range(requests):
+        at = start + timedelta(seconds=rng.uniform(0, seconds))
+        request = request_of(10_000 + i, rng, at)
+        records.append(
+            attempt(request, at, 1, "retry", latency_ms=rng.uniform(20, 200), http_status=429,
+                    reason="http_429", backoff_ms=500.0)
+        )  # fmt: skip
+        retry_at = at + timedelta(milliseconds=600)
+        records.append(attempt(request, retry_at, 2, "success", latency_ms=300.0,
+                               http_status=200))  # fmt: skip
+        done = retry_at + timedelta(milliseconds=300)
+        records.append(result(request, done, "succeeded", 2, charge_id=f"ch_s{i}"))
+    return records
+
+
 class Topics:
-    """A fresh telemetry and results topic pair; publish records, run the job on them."""
+    """Fresh telemetry, results and alerts topics; publish records, run the job on them."""
 
     def __init__(self, bootstrap: str):
         self.bootstrap = bootstrap
         self.telemetry = new_topic(bootstrap, partitions=2, prefix="tel")
         self.results = new_topic(bootstrap, partitions=2, prefix="res")
+        self.alerts = new_topic(bootstrap, partitions=1, prefix="alerts")
 
     def publish(self, records: list[Record]) -> None:
         for kind, topic in (("telemetry", self.telemetry), ("results", self.results)):
@@ -135,6 +156,6 @@ class Topics:
     def run(self, warehouse, group: str) -> int:
         return telemetry([
             "--bootstrap-servers", self.bootstrap, "--telemetry-topic", self.telemetry,
-            "--results-topic", self.results, "--group-id", group,
+            "--results-topic", self.results, "--alerts-topic", self.alerts, "--group-id", group,
             "--warehouse", f"duckdb:///{warehouse}",
         ])  # fmt: skip

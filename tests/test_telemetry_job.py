@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import random
+from datetime import timedelta
 
 import pytest
 
 import pipelines.telemetry_finish as finish
 from pipelines.telemetry import main as telemetry
 from tests.kafka_helpers import consume_all
-from tests.telemetry_helpers import Record, Topics, traffic
+from tests.telemetry_helpers import START, Record, Topics, storm_429, traffic
 from transforms.kafka_offsets import BrokerUnavailable
 from transforms.warehouse.duckdb_sink import DuckDBWarehouse
+
+TEN_MIN = timedelta(minutes=10)
+
+
+def _unavailable(*args, **kwargs):
+    raise BrokerUnavailable("broker went away during the commit")
 
 
 def table(path, name: str, order: str, where: str = "TRUE") -> list[dict]:
@@ -77,11 +85,8 @@ def test_a_batch_retried_after_its_commit_failed_replaces_what_it_loaded(
     records = traffic(30, seed=4)
     topics.publish(records)
 
-    def unavailable(*args, **kwargs):
-        raise BrokerUnavailable("broker went away during the commit")
-
     with monkeypatch.context() as patch:
-        patch.setattr(finish, "commit_offsets", unavailable)
+        patch.setattr(finish, "commit_offsets", _unavailable)
         assert topics.run(tmp_path / "w.duckdb", "retry") == 3
     assert topics.run(tmp_path / "w.duckdb", "retry") == 0
 
@@ -102,3 +107,29 @@ def test_a_bad_flag_exits_2_with_one_line(flag, capsys):
     assert telemetry(flag) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and flag[0] in err
+
+
+def test_a_429_storm_after_normal_history_is_an_anomaly_and_an_alert(broker, tmp_path, monkeypatch):
+    topics = Topics(broker.bootstrap_servers)
+    history = [r for i in range(4) for r in traffic(300, seed=30 + i, start=START + i * TEN_MIN)]
+    topics.publish(history)  # 40 normal minutes: enough points for the cold-start baseline
+    assert topics.run(tmp_path / "w.duckdb", "storm") == 0
+    assert table(tmp_path / "w.duckdb", "telemetry_anomalies", "window_start") == []
+
+    topics.publish(storm_429(150, seed=9, start=START + 4 * TEN_MIN, seconds=120))
+    with monkeypatch.context() as patch:  # published, then the commit fails: a retry
+        patch.setattr(finish, "commit_offsets", _unavailable)
+        assert topics.run(tmp_path / "w.duckdb", "storm") == 3
+    assert topics.run(tmp_path / "w.duckdb", "storm") == 0
+
+    found = table(tmp_path / "w.duckdb", "telemetry_anomalies", "window_start, dims",
+                  "metric = 'rate_429'")  # fmt: skip
+    storm_minutes = {START + 4 * TEN_MIN + timedelta(minutes=m) for m in range(2)}
+    assert {r["window_start"] for r in found if r["dims"] == "gateway=*"} == storm_minutes
+    assert all(r["direction"] == "up" and r["severity"] for r in found)
+    alerts = [json.loads(m.value()) for m in consume_all(broker.bootstrap_servers, topics.alerts)]
+    surges = [a for a in alerts if a["metric"] == "rate_429"]  # error_rate alerts too
+    ids = sorted(a["alert_id"] for a in surges)
+    assert ids == sorted(2 * [r["alert_id"] for r in found]), "the retry republishes the ids"
+    assert all(a["suggested_action"].startswith("429 surge") and a["expected"] < 0.2
+               for a in surges)  # fmt: skip
