@@ -21,7 +21,7 @@ from collections import deque
 from datetime import datetime
 
 from pipelines.config import ConfigError, PayreconConfig, load_config
-from pipelines.config_jobs import reconcile_argv, repair_argv
+from pipelines.config_jobs import reconcile_argv, repair_argv, telemetry_argv
 
 CONFIG_ENV = "PAYRECON_CONFIG"
 CONFIG_VARIABLE = "payrecon_config"
@@ -93,6 +93,13 @@ def repair_window(data_interval_start: datetime, data_interval_end: datetime, **
     """The repair task: every discrepancy published since the last repair."""
     config = _config()
     run_job("repair", repair_argv(config, data_interval_start, data_interval_end))
+
+
+def telemetry_batch(**_) -> None:
+    """The telemetry task: one micro-batch from the consumer group's committed offsets to
+    the end of both topics (the DAG run's data interval plays no part)."""
+    config = _config()
+    run_job("telemetry", telemetry_argv(config))
 
 
 def _config() -> PayreconConfig:

@@ -142,6 +142,29 @@ class Repair(_Section):
     _stripe = field_validator("stripe_source")(_check_stripe_source)
 
 
+class Telemetry(_Section):
+    """The telemetry micro-batches (``payrecon telemetry``, ``dags/payrecon_telemetry.py``).
+
+    Its topics are ``topics.payments_telemetry``, ``topics.payments_results`` and
+    ``topics.telemetry_alerts``; off by default, because it needs the payment gateway's
+    topics (``payrecon gateway``)."""
+
+    enabled: bool = False
+    interval: str = "5m"  # one micro-batch per DAG run, a DAG run every interval
+    group_id: str = "payrecon-telemetry"
+    warehouse: str | None = None  # default: reconcile.warehouse
+
+    _warehouse = field_validator("warehouse")(lambda v: v if v is None else _check_warehouse(v))
+
+    @field_validator("interval")
+    @classmethod
+    def _positive_interval(cls, value: str) -> str:
+        value = _check_duration(value)
+        if duration(value) <= timedelta(0):
+            raise ValueError("a duration such as 1m, 5m or 15m, more than zero")
+        return value
+
+
 class LedgerMapping(_Section):
     """Source field (dotted path) -> ledger event v1 field, and v1 fields set to constants."""
 
@@ -176,6 +199,7 @@ class PayreconConfig(_Section):
     topics: Topics = Field(default_factory=Topics)
     reconcile: Reconcile = Field(default_factory=Reconcile)
     repair: Repair = Field(default_factory=Repair)
+    telemetry: Telemetry = Field(default_factory=Telemetry)
     ledger_mapping: LedgerMapping = Field(default_factory=LedgerMapping)
     runner: Runner = Field(default_factory=Runner)
     schedule: Schedule = Field(default_factory=Schedule)
@@ -183,6 +207,10 @@ class PayreconConfig(_Section):
     @property
     def repair_warehouse(self) -> str:
         return self.repair.warehouse or self.reconcile.warehouse
+
+    @property
+    def telemetry_warehouse(self) -> str:
+        return self.telemetry.warehouse or self.reconcile.warehouse
 
 
 def load_config(path: str | Path) -> PayreconConfig:

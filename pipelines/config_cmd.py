@@ -38,8 +38,9 @@ def effective(config: PayreconConfig) -> dict:
     """The configuration as plain data, URLs masked, plus the secrets' status."""
     data = config.model_dump(mode="json")
     data["reconcile"]["warehouse"] = mask_url(data["reconcile"]["warehouse"])
-    if data["repair"]["warehouse"]:
-        data["repair"]["warehouse"] = mask_url(data["repair"]["warehouse"])
+    for section in ("repair", "telemetry"):
+        if data[section]["warehouse"]:
+            data[section]["warehouse"] = mask_url(data[section]["warehouse"])
     data["environment"] = secrets_status()
     return data
 

@@ -94,3 +94,20 @@ def repair_argv(config: PayreconConfig, start: datetime, end: datetime) -> list[
     if rep.stripe_api_base:
         argv += ["--stripe-api-base", rep.stripe_api_base]
     return argv
+
+
+def telemetry_argv(config: PayreconConfig) -> list[str]:
+    """``payrecon telemetry`` flags: one micro-batch from the group's committed offsets (a
+    batch has no window: it reads to each partition's end)."""
+    tel, topics = config.telemetry, config.topics
+    argv = [
+        *_kafka_flags(config),
+        "--telemetry-topic", topics.payments_telemetry,
+        "--results-topic", topics.payments_results,
+        "--alerts-topic", topics.telemetry_alerts,
+        "--group-id", tel.group_id,
+        "--warehouse", config.telemetry_warehouse,
+    ]  # fmt: skip
+    if config.reconcile.staging_dir:
+        argv += ["--staging-dir", config.reconcile.staging_dir]
+    return argv + beam_flags(config)

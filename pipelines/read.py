@@ -107,6 +107,25 @@ def build(
     return decoded
 
 
+def build_pipeline(
+    options: ReadOptions, plan: ReadPlan, overrides: dict, pipeline_args: list[str]
+) -> beam.Pipeline:
+    """The job's Beam pipeline, read to sinks, not yet run (a test builds it for Dataflow)."""
+    pipeline = beam.Pipeline(options=PipelineOptions(pipeline_args))
+    messages = pipeline | "ReadLedgerWindow" >> ReadKafkaRanges(
+        options.bootstrap_servers, plan, consumer_overrides=overrides
+    )
+    build(
+        messages,
+        bootstrap_servers=options.bootstrap_servers,
+        producer_overrides=overrides,
+        write_dlq=options.dlq,
+        out=options.out,
+        max_payload_bytes=options.max_payload_bytes,
+    )
+    return pipeline
+
+
 def run_read(
     options: ReadOptions, pipeline_args: list[str], plan: ReadPlan | None = None
 ) -> ReadSummary:
@@ -133,18 +152,7 @@ def run_read(
             overrides=overrides,
             timeout=options.broker_timeout,
         )
-    pipeline = beam.Pipeline(options=PipelineOptions(pipeline_args))
-    messages = pipeline | "ReadLedgerWindow" >> ReadKafkaRanges(
-        options.bootstrap_servers, plan, consumer_overrides=overrides
-    )
-    build(
-        messages,
-        bootstrap_servers=options.bootstrap_servers,
-        producer_overrides=overrides,
-        write_dlq=options.dlq,
-        out=options.out,
-        max_payload_bytes=options.max_payload_bytes,
-    )
+    pipeline = build_pipeline(options, plan, overrides, pipeline_args)
     result = pipeline.run()
     result.wait_until_finish()
     summary = ReadSummary.from_result(result, plan)
@@ -153,8 +161,8 @@ def run_read(
     return summary
 
 
-def main(argv: list[str] | None = None) -> int:
-    logging.getLogger("apache_beam").setLevel(logging.WARNING)
+def parse_args(argv: list[str]) -> tuple[ReadOptions, list[str]]:
+    """The job's options and the Beam flags left over."""
     parser = argparse.ArgumentParser(
         prog="payrecon read",
         description=__doc__,
@@ -163,8 +171,13 @@ def main(argv: list[str] | None = None) -> int:
     ReadOptions._add_argparse_args(parser)
     KafkaOptions._add_argparse_args(parser)
     WindowOptions._add_argparse_args(parser)
-    known, pipeline_args = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
-    options = PipelineOptions(pipeline_args, **vars(known)).view_as(ReadOptions)
+    known, pipeline_args = parser.parse_known_args(argv)
+    return PipelineOptions(pipeline_args, **vars(known)).view_as(ReadOptions), pipeline_args
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    options, pipeline_args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         summary = run_read(options, pipeline_args)
     except (UsageError, BadReadRequest) as exc:

@@ -158,9 +158,10 @@ def _clear(root: str) -> None:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _run_pipeline(
+def build_pipeline(
     request: TelemetryRequest, plan: ReadPlan, staging: str, beam_args: list[str]
-) -> None:
+) -> beam.Pipeline:
+    """The batch's Beam pipeline, read to sinks, not yet run (a test builds it for Dataflow)."""
     pipeline = beam.Pipeline(options=PipelineOptions(beam_args))
     messages = pipeline | "ReadTelemetryAndResults" >> ReadKafkaRanges(
         request.bootstrap_servers, plan, consumer_overrides=request.kafka_overrides
@@ -177,6 +178,13 @@ def _run_pipeline(
         outputs, bootstrap=request.bootstrap_servers, overrides=request.kafka_overrides,
         staging=staging,
     )  # fmt: skip
+    return pipeline
+
+
+def _run_pipeline(
+    request: TelemetryRequest, plan: ReadPlan, staging: str, beam_args: list[str]
+) -> None:
+    pipeline = build_pipeline(request, plan, staging, beam_args)
     _say("running the pipeline (decode, window, count, stage)")
     with quiet_reported_failures():
         try:

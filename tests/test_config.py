@@ -65,6 +65,10 @@ BROKEN = {
         "runner: {name: SparkRunner}\n",
         "runner.name: got 'SparkRunner'; allowed: one of 'DirectRunner',",
     ),
+    "zero_telemetry_interval": (
+        "telemetry: {interval: 0m}\n",
+        "telemetry.interval: got '0m'; allowed: a duration such as 1m, 5m or 15m",
+    ),
     "bad_start_date": (
         "schedule: {start_date: yesterday}\n",
         "schedule.start_date: got 'yesterday'; allowed: a date such as 2026-11-20",

@@ -29,8 +29,10 @@ os.environ.update(
 pytest.importorskip("airflow", reason="the airflow extra is not installed")
 
 from airflow.dag_processing.dagbag import DagBag  # noqa: E402
+from airflow.timetables.trigger import DeltaTriggerTimetable  # noqa: E402
 
 from tests.reconcile_helpers import published_day  # noqa: E402
+from tests.telemetry_helpers import Topics, traffic  # noqa: E402
 
 DAY = datetime(2026, 11, 20, tzinfo=UTC)
 RECON_RUN_COLUMNS = "run_id, window_start, window_end, status, messages_in, discrepancies"
@@ -123,11 +125,21 @@ def test_every_dag_loads_without_import_errors(broker, day, tmp_path, monkeypatc
     bag = DagBag(dag_folder=str(DAGS))
 
     assert bag.import_errors == {}
-    assert "payrecon_reconcile" in bag.dag_ids
+    assert sorted(bag.dag_ids) == ["payrecon_reconcile"]  # telemetry is off by default
     assert [t.task_id for t in bag.get_dag("payrecon_reconcile").topological_sort()] == [
         "reconcile",
         "repair",
     ]
+
+    write_config(config, broker, day, tmp_path / "w.duckdb", telemetry={"enabled": True})
+    bag = DagBag(dag_folder=str(DAGS))
+
+    assert bag.import_errors == {}
+    assert sorted(bag.dag_ids) == ["payrecon_reconcile", "payrecon_telemetry"]
+    telemetry = bag.get_dag("payrecon_telemetry")
+    assert [t.task_id for t in telemetry.tasks] == ["telemetry"]
+    assert (telemetry.max_active_runs, telemetry.catchup) == (1, False)
+    assert telemetry.timetable == DeltaTriggerTimetable(timedelta(minutes=5))
 
 
 @pytest.fixture(scope="module")
@@ -208,3 +220,42 @@ def test_discrepancies_over_the_threshold_fail_the_reconcile_task_and_skip_repai
     assert "payrecon reconcile exited 1: found discrepancies over " in out.out + out.err
     [(status,)] = rows(warehouse, "SELECT status FROM recon_runs")
     assert status == "discrepancies_over_threshold"
+
+
+def test_the_telemetry_dag_runs_one_micro_batch(broker, tmp_path, monkeypatch):
+    topics = Topics(broker.bootstrap_servers)
+    records = traffic(60, seed=5)
+    topics.publish(records)
+    warehouse = tmp_path / "telemetry.duckdb"
+    config = {
+        "broker": {"bootstrap_servers": broker.bootstrap_servers},
+        "topics": {
+            "payments_telemetry": topics.telemetry,
+            "payments_results": topics.results,
+            "telemetry_alerts": topics.alerts,
+        },
+        "reconcile": {"warehouse": f"duckdb:///{tmp_path / 'unused.duckdb'}"},
+        "telemetry": {
+            "enabled": True,
+            "warehouse": f"duckdb:///{warehouse}",
+            "group_id": "g-telemetry-dag",
+        },
+        "schedule": {"retries": 0},
+    }
+    (tmp_path / "payrecon.yaml").write_text(yaml.safe_dump(config))
+    monkeypatch.setenv("PAYRECON_CONFIG", str(tmp_path / "payrecon.yaml"))
+    bag = DagBag(dag_folder=str(DAGS))
+    assert bag.import_errors == {}
+
+    run = bag.get_dag("payrecon_telemetry").test()
+
+    assert {ti.task_id: str(ti.state) for ti in run.get_task_instances()} == {
+        "telemetry": "success"
+    }
+    [(minutes,)] = rows(warehouse, "SELECT count(*) FROM telemetry_minutely")
+    assert minutes > 0
+    [(records_in, conserved)] = rows(
+        warehouse,
+        "SELECT records_in, counts_conserved FROM recon_health WHERE job = 'telemetry'",
+    )
+    assert (records_in, conserved) == (len(records), True)

@@ -1,8 +1,9 @@
-"""The reconcile pipeline as Dataflow would receive it: built with DataflowRunner options and
-``--dry_run=True``, which runs Dataflow's own translation (the portable pipeline proto, the
-Docker environment, staging ``setup.py`` as an sdist) and stops before any call to Google.
+"""Every pipeline as Dataflow would receive it (reconcile, telemetry, read): built with
+DataflowRunner options and ``--dry_run=True``, which runs Dataflow's own translation (the
+portable pipeline proto, the Docker environment, staging ``setup.py`` as an sdist) and stops
+before any call to Google.
 
-No broker and no cloud: the read plan is made up, the Stripe export is an empty local file.
+No broker and no cloud: the read plans are made up, the Stripe export is an empty local file.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from pathlib import Path
 import pytest
 from apache_beam.portability.api import beam_runner_api_pb2
 
+from pipelines import read, reconcile_run, telemetry, telemetry_run
 from pipelines.reconcile import _parser
-from pipelines.reconcile_run import ReconcileRequest, build_pipeline
+from pipelines.reconcile_run import ReconcileRequest
 from transforms.kafka_offsets import PartitionRange, ReadPlan
 from transforms.match import MatchConfig
 
@@ -40,8 +42,12 @@ DATAFLOW_OPTIONS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def dataflow_pipeline(tmp_path_factory):
+def plan_of(*topics: str) -> ReadPlan:
+    """A made-up read plan: three partitions of each topic, 10,000 offsets each."""
+    return ReadPlan(tuple(PartitionRange(t, p, 0, 10_000) for t in topics for p in range(3)))
+
+
+def reconcile_pipeline(tmp_path_factory):
     export = tmp_path_factory.mktemp("stripe") / "balance_change_from_activity.csv"
     export.write_text("balance_transaction_id,created_utc\n")
     args, _ = _parser().parse_known_args(
@@ -52,7 +58,7 @@ def dataflow_pipeline(tmp_path_factory):
         ]
     )  # fmt: skip
     request = ReconcileRequest.from_args(args, now=datetime.now(UTC))
-    plan = ReadPlan(tuple(PartitionRange("ledger.transactions", p, 0, 10_000) for p in range(3)))
+    plan = plan_of("ledger.transactions")
     config = MatchConfig(
         request.window_start,
         request.window_end,
@@ -60,25 +66,61 @@ def dataflow_pipeline(tmp_path_factory):
         detected_at=request.as_of,
         margin=request.margin,
     )
-    pipeline = build_pipeline(
+    return reconcile_run.build_pipeline(
         request, plan, config, "gs://payrecon-test/staging/rcn_dataflow_check", DATAFLOW_OPTIONS
     )
+
+
+def telemetry_pipeline(tmp_path_factory):
+    args, _ = telemetry._parser().parse_known_args(
+        ["--bootstrap-servers", "kafka-1.internal:9092",
+         "--warehouse", "bigquery://payrecon-test/payrecon"]
+    )  # fmt: skip
+    request = telemetry_run.TelemetryRequest.from_args(args)
+    plan = plan_of(*request.topics)
+    staging = "gs://payrecon-test/staging/tel_dataflow_check"
+    return telemetry_run.build_pipeline(request, plan, staging, DATAFLOW_OPTIONS)
+
+
+def read_pipeline(tmp_path_factory):
+    options, pipeline_args = read.parse_args(
+        ["--bootstrap-servers", "kafka-1.internal:9092",
+         "--window-start", "2026-11-20T00:00:00Z", "--window-end", "2026-11-21T00:00:00Z",
+         "--out", "gs://payrecon-test/read", *DATAFLOW_OPTIONS]
+    )  # fmt: skip
+    return read.build_pipeline(options, plan_of("ledger.transactions"), {}, pipeline_args)
+
+
+PIPELINES = {
+    "reconcile": reconcile_pipeline,
+    "telemetry": telemetry_pipeline,
+    "read": read_pipeline,
+}
+
+
+@pytest.fixture(scope="module", params=sorted(PIPELINES))
+def dataflow_pipeline(request, tmp_path_factory):
+    pipeline = PIPELINES[request.param](tmp_path_factory)
     result = pipeline.run()
     return result, pipeline.runner.proto_pipeline
 
 
-def test_dataflow_accepts_the_reconcile_graph_without_a_cloud_call(dataflow_pipeline):
+def local_only_primitives(proto: beam_runner_api_pb2.Pipeline) -> dict[str, str]:
+    """Leaf transforms whose URN is not a primitive every portable runner executes."""
+    transforms = proto.components.transforms
+    primitives = {t.unique_name: t.spec.urn for t in transforms.values() if not t.subtransforms}
+    return {name: urn for name, urn in primitives.items() if urn not in PORTABLE_PRIMITIVES}
+
+
+def test_dataflow_accepts_the_graph_without_a_cloud_call(dataflow_pipeline):
     result, proto = dataflow_pipeline
     assert str(result.state) == "DONE"
-    assert len(proto.components.transforms) > 50
+    assert len(proto.components.transforms) > 10
 
 
 def test_every_primitive_is_a_portable_transform(dataflow_pipeline):
     _, proto = dataflow_pipeline
-    transforms = proto.components.transforms
-    primitives = {t.unique_name: t.spec.urn for t in transforms.values() if not t.subtransforms}
-    local_only = {name: urn for name, urn in primitives.items() if urn not in PORTABLE_PRIMITIVES}
-    assert local_only == {}
+    assert local_only_primitives(proto) == {}
 
 
 def test_the_workers_run_in_the_sdk_container(dataflow_pipeline):
