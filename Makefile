@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean chromium
+.PHONY: install demo test faults lint bench clean chromium
 
 install: $(STAMP)
 
@@ -28,6 +28,10 @@ demo: install
 
 test: install
 	$(PY) -m pytest
+
+# The full fault suite (issue 9): more fuzzed inputs and kill rounds than `make test` runs.
+faults: install
+	HYPOTHESIS_PROFILE=faults PAYRECON_KILL_ROUNDS=5 $(PY) -m pytest tests/faults -s
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -1,8 +1,9 @@
 """Failures inside a Beam pipeline that are not bugs, turned into DESIGN.md's exit codes.
 
 A DoFn that raises ``DataQualityError`` (a ``fail`` suite failed), ``StripeUnavailable`` or
-``BrokerUnavailable`` (a dependency down after retries) or ``StripePermanentError`` (a key
-Stripe refuses) ends the command with one line and the matching exit code, not a traceback.
+``BrokerUnavailable`` (a dependency down after retries), ``StagingUnwritable`` (a full disk)
+or ``StripePermanentError`` (a key Stripe refuses) ends the command with one line and the
+matching exit code, not a traceback.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 
 from transforms.kafka_offsets import BrokerUnavailable
 from transforms.quality import DataQualityError
+from transforms.staging import StagingUnwritable
 from transforms.stripe_api import StripePermanentError, StripeUnavailable
 
 
@@ -48,6 +50,7 @@ _REPORTED: tuple[tuple[type[Exception], int], ...] = (
     (DataQualityError, 1),
     (StripeUnavailable, 3),
     (BrokerUnavailable, 3),
+    (StagingUnwritable, 3),
     (StripePermanentError, 2),
 )
 

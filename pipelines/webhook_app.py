@@ -66,6 +66,8 @@ def verify_signature(body: bytes, header: str | None, secret: SecretStr, toleran
     """Raises ``_Reject`` (400) unless ``header`` signs ``body`` recently with ``secret``."""
     if not header:
         raise _Reject(400, "missing_signature", "no Stripe-Signature header")
+    if not header.isascii():  # the stripe library would compare it with a TypeError (a 500)
+        raise _Reject(400, "bad_signature", "Stripe-Signature is not ASCII")
     key = secret.get_secret_value()
     try:
         stripe.WebhookSignature.verify_header(body, header, key, tolerance_s)
@@ -180,7 +182,7 @@ async def _verified(request: Request, config: ReceiverConfig) -> tuple[bytes, st
 
 async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+    if declared.isascii() and declared.isdigit() and int(declared) > limit:  # not "²"
         raise _Reject(413, "too_large", f"body over {limit} bytes")
     chunks, size = [], 0
     async for chunk in request.stream():

@@ -50,7 +50,22 @@ def _check_value(f: pa.Field, value: Any) -> Invalid | None:
         ok = True
     if not ok:
         return Invalid(Reason.WRONG_TYPE, f"{f.name} should be {t}, got {type(value).__name__}")
-    return _check_constraints(f, value)
+    return _check_range(f, value) or _check_constraints(f, value)
+
+
+def _check_range(f: pa.Field, value: Any) -> Invalid | None:
+    """An integer the column cannot hold (Arrow would refuse the whole batch)."""
+    t = f.type
+    if pa.types.is_integer(t):
+        width = t.bit_width - 1 if pa.types.is_signed_integer(t) else t.bit_width
+        low = -(2**width) if pa.types.is_signed_integer(t) else 0
+        if low <= value < 2**width:
+            return None
+        reason = Reason.AMOUNT_OUT_OF_RANGE if f.name == "amount" else Reason.WRONG_TYPE
+        return Invalid(reason, f"{f.name} {value} does not fit in {t}")
+    if pa.types.is_floating(t) and isinstance(value, int) and abs(value) > 2**53:
+        return Invalid(Reason.WRONG_TYPE, f"{f.name} {value} is not exactly a {t}")
+    return None
 
 
 def _check_constraints(f: pa.Field, value: Any) -> Invalid | None:

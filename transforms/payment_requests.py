@@ -118,9 +118,13 @@ def _parse_json(value: bytes | None, max_payload_bytes: int) -> Any:
             Reason.PAYLOAD_TOO_LARGE, f"{len(value)} bytes > limit of {max_payload_bytes}"
         )
     try:  # the standard parser: integers of any width stay exact
-        return json.loads(value)
+        parsed = json.loads(value)
+        # It reads lone surrogates ("\ud800", escaped or as raw bytes), which no UTF-8
+        # text holds: the Stripe gateway could not send such a request.
+        json.dumps(parsed, ensure_ascii=False).encode()
     except (UnicodeError, ValueError, RecursionError) as exc:
         return Invalid(Reason.NOT_JSON, str(exc)[:200])
+    return parsed
 
 
 def _check_strings(obj: dict) -> Invalid | None:

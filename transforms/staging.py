@@ -18,6 +18,11 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 
+class StagingUnwritable(RuntimeError):
+    """A staged file could not be written (a full disk, a read-only or missing folder): the
+    job ends as for any unavailable dependency (exit code 3), nothing loaded or committed."""
+
+
 def content_name(table: pa.Table) -> str:
     """A file name derived from the rows themselves (Arrow IPC bytes), stable across runs."""
     sink = pa.BufferOutputStream()
@@ -41,8 +46,11 @@ class _StageFn(beam.DoFn):
         if self._schema is not None:
             table = table.select(self._schema.names).cast(self._schema)
         path = FileSystems.join(self._directory, content_name(table))
-        with FileSystems.create(path) as out:
-            pq.write_table(table, out)
+        try:
+            with FileSystems.create(path) as out:
+                pq.write_table(table, out)
+        except OSError as exc:
+            raise StagingUnwritable(f"cannot write the staging file {path}: {exc}") from exc
         yield path
 
 

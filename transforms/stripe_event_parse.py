@@ -40,6 +40,15 @@ class StripeEvent:
         return rfc3339(self.created)
 
 
+# The last second an RFC 3339 time (a four-digit year) can name. Later ones cannot become a
+# ledger event's occurred_at, nor (in milliseconds) a Kafka timestamp once far enough.
+MAX_CREATED = 253_402_300_799  # 9999-12-31T23:59:59Z
+
+
+def created_in_range(unix_seconds: int) -> bool:
+    return 0 <= unix_seconds <= MAX_CREATED
+
+
 def rfc3339(unix_seconds: int) -> str:
     """``2026-11-20T10:00:00Z`` for a Unix time in seconds."""
     return datetime.fromtimestamp(unix_seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -69,6 +78,8 @@ def event_from_json(raw: dict[str, Any]) -> StripeEvent | Invalid:
         return Invalid(Reason.MISSING_FIELD, "type is missing or empty")
     if isinstance(created, bool) or not isinstance(created, int) or created < 0:
         return Invalid(Reason.WRONG_TYPE, "created must be Unix seconds")
+    if not created_in_range(created):
+        return Invalid(Reason.BAD_TIMESTAMP, f"created {created} is after {rfc3339(MAX_CREATED)}")
     data = raw.get("data")
     obj = data.get("object") if isinstance(data, dict) else None
     if not isinstance(obj, dict):

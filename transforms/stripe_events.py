@@ -52,6 +52,7 @@ from schemas.dead_letter import Reason
 from transforms.ledger_validation import Invalid, check_event
 from transforms.stripe_event_parse import (
     StripeEvent,
+    created_in_range,
     id_of,
     listed,
     metadata,
@@ -297,7 +298,7 @@ def _charge_failed(facts: _Facts) -> Mapped:
     return Mapped(facts.status("failed", amount), (ledger,))
 
 
-def _charge_refunded(facts: _Facts) -> Mapped:
+def _charge_refunded(facts: _Facts) -> Mapped | Invalid:
     charge = facts.event.obj
     refunded = whole(charge, "amount_refunded")
     status = "refunded" if charge.get("refunded") is True else "partially_refunded"
@@ -313,10 +314,13 @@ def _charge_refunded(facts: _Facts) -> Mapped:
             **_extras(facts),
         )
         return Mapped(facts.status(status, refunded), (ledger,))
-    return Mapped(facts.status(status, refunded), tuple(_refund_events(facts, refunds)))
+    events = _refund_events(facts, refunds)
+    if isinstance(events, Invalid):
+        return events
+    return Mapped(facts.status(status, refunded), tuple(events))
 
 
-def _refund_events(facts: _Facts, refunds: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _refund_events(facts: _Facts, refunds: list[dict[str, Any]]) -> list[dict[str, Any]] | Invalid:
     """A ledger event per succeeded or failed refund (pending ones have not moved money)."""
     events = []
     for refund in refunds:
@@ -327,6 +331,10 @@ def _refund_events(facts: _Facts, refunds: list[dict[str, Any]]) -> list[dict[st
         if kind is None or refund_id is None:
             continue
         created = whole(refund, "created")
+        if created is not None and not created_in_range(created):
+            return Invalid(
+                Reason.BAD_TIMESTAMP, f"{facts.event.type}: refund {refund_id} created {created}"
+            )
         events.append(
             facts.ledger(
                 kind,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterator
 from typing import IO
 
@@ -71,9 +72,12 @@ def _csv_tables(source: IO[bytes]) -> Iterator[pa.Table]:
 
 def _header(head: bytes) -> list[str]:
     """The column names of the CSV's first line (a byte-order mark removed)."""
-    text = head.decode("utf-8", errors="replace").removeprefix("\ufeff")
-    first = next(csv.reader(io.StringIO(text.split("\n", 1)[0])), [])
-    return [name.strip("\r") for name in first]
+    line = re.split(rb"\r\n?|\n", head, maxsplit=1)[0]  # pyarrow ends a line at CR too
+    try:  # pyarrow keeps undecodable names, and fails on them later with a UnicodeDecodeError
+        first = next(csv.reader(io.StringIO(line.decode("utf-8").removeprefix("\ufeff"))), [])
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise UnreadableExport(f"the header line cannot be read ({exc})") from None
+    return first
 
 
 def _parquet_tables(source: IO[bytes], batch_rows: int) -> Iterator[pa.Table]:

@@ -21,7 +21,9 @@ MAX_WHOLE_DIGITS = 15  # 10**15 major units * 1000 still fits in int64
 _EXPONENTS = {code: exponent(code) for code in ISO_4217}
 _SCALE = {0: 1, 2: 100, 3: 1000}
 _DIVISOR = {0: 1000, 2: 10, 3: 1}  # from thousandths to minor units
-_DECIMAL = r"^(?P<sign>[+-]?)(?P<whole>\d+)(?:\.(?P<frac>\d*))?$"
+# ASCII digits only: \d also matches other scripts' digits ("\u0663"), which the cast to an
+# integer then refuses, failing the whole file instead of the row.
+_DECIMAL = r"^(?P<sign>[+-]?)(?P<whole>[0-9]+)(?:\.(?P<frac>[0-9]*))?$"
 _TIME_FORMAT = "%Y-%m-%d %H:%M:%S%.f"
 ERR_SEP = "\x1f"
 

@@ -7,6 +7,8 @@ Kill points: random moments within a clean run's duration (seeded; set
 ``PAYRECON_KILL_SEED`` to replay one), just before the warehouse load, and just after the
 job says it is loading the warehouse. After every kill the DuckDB file must open and show
 either nothing of the run or all of its main load, never a part of it.
+``PAYRECON_KILL_ROUNDS`` (default 1; ``make faults`` sets more) repeats those four kills,
+each round with new random delays, before the rerun.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ LOADED_TOGETHER = (
 )
 TABLES = (*LOADED_TOGETHER, "daily_revenue")
 RUN_TIMEOUT_S = 120.0
+KILL_ROUNDS = int(os.environ.get("PAYRECON_KILL_ROUNDS") or 1)
 
 
 class Job:
@@ -260,12 +263,14 @@ def test_killed_runs_then_a_rerun_leave_the_state_of_one_clean_run(
     warehouse = tmp_path / "killed.duckdb"
     run = argv(broker, day, warehouse, "killed")
     # (name, wait for this stderr line first or None, then sleep this long, then SIGKILL)
-    kills = [
-        ("random", None, draw.uniform(0.1, 0.9) * duration),
-        ("before-load", RUNNING, before_load),
-        ("load-start", LOADING, 0.0),
-        ("mid-load", LOADING, draw.uniform(0.05, 0.35)),
-    ]
+    kills = []
+    for _ in range(KILL_ROUNDS):
+        kills += [
+            ("random", None, draw.uniform(0.1, 0.9) * duration),
+            ("before-load", RUNNING, before_load),
+            ("load-start", LOADING, 0.0),
+            ("mid-load", LOADING, draw.uniform(0.05, 0.35)),
+        ]
     history = []
     for name, line, delay in kills:
         context = f"seed {seed}, kill {name} ({delay:.2f}s after {line or 'start'})"
@@ -276,7 +281,7 @@ def test_killed_runs_then_a_rerun_leave_the_state_of_one_clean_run(
         job.kill()
         history.append(f"{name}: {assert_all_or_nothing(warehouse, clean['tables'], context)}")
 
-    print(f"seed {seed}: {history}")
+    print(f"seed {seed}: {len(history)} kills: {history}")
     rerun = jobs(run, "rerun")
     assert rerun.finish() == 0, f"seed {seed}, {history}\n{rerun.stderr_tail()}"
 

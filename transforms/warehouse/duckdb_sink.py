@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -122,13 +123,19 @@ class DuckDBWarehouse(Warehouse):
                 self._upsert(table, rows)
             self._con.execute("COMMIT")
         except IncompatibleSchema:
-            self._con.execute("ROLLBACK")
+            self._rollback()
             raise
         except (duckdb.Error, pa.ArrowException, ValueError) as exc:
-            self._con.execute("ROLLBACK")
+            self._rollback()
             raise WarehouseError(
                 f"loading into {self.path} failed, nothing written: {exc}"
             ) from exc
+
+    def _rollback(self) -> None:
+        # A COMMIT that failed (a full disk) has ended the transaction already, and a
+        # ROLLBACK would then raise, hiding the load's own error.
+        with contextlib.suppress(duckdb.TransactionException):
+            self._con.execute("ROLLBACK")
 
     def _upsert(self, table: TableDef, rows: Rows) -> None:
         if isinstance(rows, ParquetFiles):
