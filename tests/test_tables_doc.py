@@ -29,7 +29,7 @@ pytest_plugins = ("tests.snowflake_fixtures",)
 pytestmark = pytest.mark.filterwarnings("ignore:Arrow output on a DB-API result")
 
 DOC = tables_doc.DOC_PATH
-_QUERY = re.compile(r"^### (.+?)\n(?:(?!^### ).)*?```sql\n(.*?)```", re.DOTALL | re.MULTILINE)
+_QUERY = re.compile(r"^### ([^\n]+)\n(?:(?!^### ).)*?```sql\n(.*?)```", re.DOTALL | re.MULTILINE)
 
 
 def documented_queries() -> list[tuple[str, str]]:
