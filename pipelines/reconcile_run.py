@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import sys
 import tempfile
 import time
@@ -26,6 +25,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from pipelines.job_setup import check_warehouse, clear_staging
 from pipelines.options import UsageError, rfc3339
 from pipelines.pipeline_errors import PipelineFailed, quiet_reported_failures
 from pipelines.reconcile_finish import finish_run
@@ -38,7 +38,7 @@ from transforms.kafka_offsets import BadReadRequest, BrokerUnavailable, ReadPlan
 from transforms.ledger_mapping import LedgerFieldMap
 from transforms.match import MatchConfig
 from transforms.stripe_io import API, API_KEY_ENV, ReadStripeBalanceTransactions
-from transforms.warehouse import WarehouseError, open_warehouse
+from transforms.warehouse import WarehouseError
 from transforms.warehouse.base import IncompatibleSchema
 
 _DURATION = re.compile(r"^(\d+)\s*([smhd])$")
@@ -197,21 +197,12 @@ def staging_root(request: ReconcileRequest, run_id: str) -> str:
     return str(Path(tempfile.gettempdir()) / "payrecon-staging" / run_id)
 
 
-def _clear(root: str) -> None:
-    """A rerun starts from an empty staging folder (a killed run may have left files)."""
-    if "://" in root:
-        if FileSystems.exists(root):
-            FileSystems.delete([root])
-    else:
-        shutil.rmtree(root, ignore_errors=True)
-
-
 def run_reconcile(request: ReconcileRequest, beam_args: list[str]) -> int:
     """Run the job; return the exit code (messages for the user go to stderr)."""
     started = time.time()
     run_id = unplanned_run_id("reconcile", request.window_start)
     try:
-        _check_warehouse(request.warehouse)
+        check_warehouse(request.warehouse)
         read_start = request.window_start - request.margin
         read_end = request.window_end + request.margin
         _say(
@@ -241,7 +232,7 @@ def run_reconcile(request: ReconcileRequest, beam_args: list[str]) -> int:
             timeout=request.broker_timeout,
         )
         staging = staging_root(request, run_id)
-        _clear(staging)
+        clear_staging(staging)
         config = MatchConfig(
             request.window_start,
             request.window_end,
@@ -256,7 +247,7 @@ def run_reconcile(request: ReconcileRequest, beam_args: list[str]) -> int:
         _run_pipeline(request, plan, config, staging, beam_args)
         code = finish_run(request, plan, config, staging, started=started)
         if code == 0:
-            _clear(staging)  # loaded and committed; kept only when a run needs a look
+            clear_staging(staging)  # loaded and committed; kept only when a run needs a look
         return code
     except (UsageError, BadReadRequest, IncompatibleSchema) as exc:
         print(f"payrecon reconcile: {exc}", file=sys.stderr)
@@ -279,15 +270,6 @@ def run_reconcile(request: ReconcileRequest, beam_args: list[str]) -> int:
             status="data_quality_failed" if code == 1 else "failed",
         )
         return code
-
-
-def _check_warehouse(url: str) -> None:
-    """Fail fast on a bad or unreachable warehouse, before reading anything."""
-    try:
-        warehouse = open_warehouse(url)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    warehouse.close()
 
 
 def _run_pipeline(

@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from pipelines.job_setup import check_warehouse, clear_staging
 from pipelines.options import UsageError
 from pipelines.pipeline_errors import PipelineFailed, quiet_reported_failures
 from pipelines.reconcile_run import staging_root
@@ -34,7 +33,7 @@ from transforms.kafka_admin import ensure_topics
 from transforms.kafka_config import parse_overrides
 from transforms.kafka_offsets import BadReadRequest, BrokerUnavailable, ReadPlan, plan_read
 from transforms.telemetry_windows import WindowSpec
-from transforms.warehouse import WarehouseError, open_warehouse
+from transforms.warehouse import WarehouseError
 from transforms.warehouse.base import IncompatibleSchema
 
 
@@ -102,7 +101,7 @@ def run_telemetry(request: TelemetryRequest, beam_args: list[str]) -> int:
     started = datetime.now(UTC)
     run_id = unplanned_run_id(JOB, started)
     try:
-        _check_warehouse(request.warehouse)
+        check_warehouse(request.warehouse)
         ensure_topics(
             request.bootstrap_servers,
             [*request.topics, *map(dlq_topic, request.topics), request.alerts_topic],
@@ -118,13 +117,13 @@ def run_telemetry(request: TelemetryRequest, beam_args: list[str]) -> int:
         )
         run_id = run_id_of(plan)
         staging = staging_root(request, run_id)  # type: ignore[arg-type]
-        _clear(staging)
+        clear_staging(staging)
         _say(f"run {run_id}: {plan.total_offsets:,} messages from the committed offsets")
         if plan.total_offsets:
             _run_pipeline(request, plan, staging, beam_args)
         code = finish_batch(request, plan, run_id, staging, started=started)
         if code == 0:
-            _clear(staging)  # loaded and committed; kept only when a run needs a look
+            clear_staging(staging)  # loaded and committed; kept only when a run needs a look
         return code
     except (UsageError, BadReadRequest, IncompatibleSchema) as exc:
         print(f"payrecon telemetry: {exc}", file=sys.stderr)
@@ -140,22 +139,6 @@ def run_telemetry(request: TelemetryRequest, beam_args: list[str]) -> int:
             started_at=started, exit_code=code, error=str(exc),
         )  # fmt: skip
         return code
-
-
-def _check_warehouse(url: str) -> None:
-    try:
-        warehouse = open_warehouse(url)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    warehouse.close()
-
-
-def _clear(root: str) -> None:
-    if "://" in root:
-        if FileSystems.exists(root):
-            FileSystems.delete([root])
-    else:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def build_pipeline(
