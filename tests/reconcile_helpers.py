@@ -67,3 +67,19 @@ def reconcile_argv(
         "--repairs-topic", f"{day['topic']}.repairs",
         "--buckets", str(buckets),
     ]  # fmt: skip
+
+
+def reconcile_day(bootstrap: str, day: dict, warehouse: Path, *extra: str, buckets: int = 4) -> int:
+    """``payrecon reconcile`` of a published day into ``warehouse``, discrepancies to
+    ``<topic>.discrepancies``, consumer group named after the warehouse file."""
+    from pipelines.reconcile import main
+
+    argv = reconcile_argv(
+        bootstrap,
+        day,
+        warehouse,
+        discrepancies_topic=f"{day['topic']}.discrepancies",
+        group_id=f"g-{warehouse.name}",
+        buckets=buckets,
+    )
+    return main([*argv, *extra])

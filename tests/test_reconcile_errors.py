@@ -17,7 +17,7 @@ import duckdb
 import pytest
 
 from pipelines.reconcile import main
-from tests.reconcile_helpers import published_day, reconcile_argv
+from tests.reconcile_helpers import published_day, reconcile_day
 from tests.stripe_proxy import server_error
 from transforms import quality_suites
 from transforms.stripe_api import DEFAULT_RETRY
@@ -46,20 +46,7 @@ def day(broker, tmp_path_factory):
 
 
 def reconcile(broker, day, warehouse: Path, *extra: str) -> int:
-    topic = f"{day['topic']}.discrepancies"
-    return main(
-        [
-            *reconcile_argv(
-                broker.bootstrap_servers,
-                day,
-                warehouse,
-                buckets=2,
-                discrepancies_topic=topic,
-                group_id=f"g-{warehouse.name}",
-            ),
-            *extra,
-        ]
-    )
+    return reconcile_day(broker.bootstrap_servers, day, warehouse, *extra, buckets=2)
 
 
 def the_reason(capfd, caplog) -> tuple[str, str]:

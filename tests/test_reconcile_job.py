@@ -10,11 +10,10 @@ import duckdb
 import pytest
 
 from pipelines.publish import publish_lines
-from pipelines.reconcile import main
 from pipelines.synthetic.day import GenerateConfig, generate_day
 from tests.kafka_helpers import consume_all, new_topic
 from tests.payout_fixtures import payouts_report, settled_report
-from tests.reconcile_helpers import published_day, reconcile_argv
+from tests.reconcile_helpers import published_day, reconcile_day
 
 WINDOW = ["--window-start", "2026-11-20T00:00:00Z", "--window-end", "2026-11-21T00:00:00Z"]
 TABLES = (
@@ -42,19 +41,7 @@ def day(broker, tmp_path_factory):
 
 
 def reconcile(broker, day, warehouse: Path, *extra: str) -> int:
-    topic = f"{day['topic']}.discrepancies"
-    return main(
-        [
-            *reconcile_argv(
-                broker.bootstrap_servers,
-                day,
-                warehouse,
-                discrepancies_topic=topic,
-                group_id=f"g-{warehouse.name}",
-            ),
-            *extra,
-        ]
-    )
+    return reconcile_day(broker.bootstrap_servers, day, warehouse, *extra)
 
 
 def rows(warehouse: Path, sql: str) -> list[tuple]:

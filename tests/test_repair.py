@@ -16,10 +16,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from pipelines.reconcile import main as reconcile
 from pipelines.repair import main as repair
 from tests.kafka_helpers import consume_all, produce
-from tests.reconcile_helpers import published_day, reconcile_argv
+from tests.reconcile_helpers import published_day, reconcile_day
 
 UNREPAIRABLE = {"missing_in_stripe", "duplicate_charge"}
 
@@ -45,15 +44,7 @@ def topics(day: dict) -> dict[str, str]:
 
 
 def run_reconcile(broker, day, warehouse: Path) -> int:
-    return reconcile(
-        reconcile_argv(
-            broker.bootstrap_servers,
-            day,
-            warehouse,
-            discrepancies_topic=topics(day)["discrepancies"],
-            group_id=f"g-{warehouse.name}",
-        )
-    )
+    return reconcile_day(broker.bootstrap_servers, day, warehouse)
 
 
 def repair_argv(broker, day, warehouse: Path, group: str) -> list[str]:
