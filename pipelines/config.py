@@ -142,6 +142,11 @@ class Repair(_Section):
     _stripe = field_validator("stripe_source")(_check_stripe_source)
 
 
+# The continuous consumers, whose stalls telemetry alerts on: `payrecon gateway` and the Stripe
+# events consumer commit every second while they have work.
+STALL_GROUPS = ("payrecon-gateway", "payrecon-stripe-events")
+
+
 class Telemetry(_Section):
     """The telemetry micro-batches (``payrecon telemetry``, ``dags/payrecon_telemetry.py``).
 
@@ -153,10 +158,13 @@ class Telemetry(_Section):
     interval: str = "5m"  # one micro-batch per DAG run, a DAG run every interval
     group_id: str = "payrecon-telemetry"
     warehouse: str | None = None  # default: reconcile.warehouse
+    lag_groups: list[str] | None = None  # None: every consumer group the broker lists
+    stall_groups: list[str] = Field(default_factory=lambda: list(STALL_GROUPS))
+    stall_after: str = "2m"
 
     _warehouse = field_validator("warehouse")(lambda v: v if v is None else _check_warehouse(v))
 
-    @field_validator("interval")
+    @field_validator("interval", "stall_after")
     @classmethod
     def _positive_interval(cls, value: str) -> str:
         value = _check_duration(value)

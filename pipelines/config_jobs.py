@@ -107,6 +107,9 @@ def telemetry_argv(config: PayreconConfig) -> list[str]:
         "--alerts-topic", topics.telemetry_alerts,
         "--group-id", tel.group_id,
         "--warehouse", config.telemetry_warehouse,
+        "--lag-groups", "all" if tel.lag_groups is None else ",".join(tel.lag_groups) or "none",
+        "--stall-groups", ",".join(tel.stall_groups) or "none",
+        "--stall-after", tel.stall_after,
     ]  # fmt: skip
     if config.reconcile.staging_dir:
         argv += ["--staging-dir", config.reconcile.staging_dir]

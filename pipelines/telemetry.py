@@ -11,10 +11,13 @@ error rate by reason, latency p50/p95/p99, results, successes, conversion, decli
 code, revenue per currency), the request rows (``fact_payment_requests``), conversion per
 day and cohort (``payment_conversion``), the minute windows the anomaly model finds
 anomalous (``telemetry_anomalies``: a 429 surge, a latency p95 spike, a conversion drop,
-scored against the history of the same metric by time of day and week) and the run's
-``recon_health`` row; then one alert per anomaly to ``telemetry.alerts``; only then the
-group's offsets are committed. A run killed anywhere before the commit is repeated by the
-next run with the same result; two micro-batches give the tables one batch over the same
+scored against the history of the same metric by time of day and week), the lag of
+every consumer group per partition measured when the run started
+(``telemetry_consumer_lag``), the watched groups found stalled (messages waiting, no commit
+for ``--stall-after``: ``telemetry_anomalies`` too) and the run's ``recon_health`` row; then
+one alert per anomaly to ``telemetry.alerts``; only then the group's offsets are
+committed. A run killed anywhere before the commit is repeated by the next run with the
+same result; two micro-batches give the tables one batch over the same
 messages gives. ``--repeat-every 1m`` runs micro-batches until interrupted.
 
 The windowing transforms (``transforms.telemetry_windows``) are the ones a streaming
@@ -36,6 +39,7 @@ from typing import NamedTuple
 import apache_beam as beam
 import pyarrow as pa
 
+from pipelines.config import STALL_GROUPS
 from pipelines.options import KafkaOptions, UsageError
 from pipelines.reconcile_run import parse_duration
 from transforms.dead_letters import WriteDeadLetters
@@ -130,6 +134,29 @@ class TelemetryOptions(KafkaOptions):
             default=DEFAULT_MAX_PAYLOAD_BYTES,
             help="Larger messages are dead-lettered (default: %(default)s).",
         )
+        add(
+            "--lag-groups",
+            dest="lag_groups",
+            default="all",
+            help="Consumer groups whose lag per partition each run measures into "
+            "telemetry_consumer_lag, comma-separated; all: every group the broker lists; "
+            "none: measure nothing (default: %(default)s).",
+        )
+        add(
+            "--stall-groups",
+            dest="stall_groups",
+            default=",".join(STALL_GROUPS),
+            help="Continuous consumers to alert on when stalled: messages waiting and no "
+            "commit for --stall-after; not batch jobs' groups, which wait by design; none: "
+            "no stall alerts (default: %(default)s).",
+        )
+        add(
+            "--stall-after",
+            dest="stall_after",
+            default="2m",
+            help="How long a watched group may keep messages waiting without committing "
+            "before it is alerted as stalled, e.g. 90s, 2m (default: %(default)s).",
+        )
         add("--repeat-every", dest="repeat_every", default=None,
             help="Run a micro-batch every interval (e.g. 1m) until interrupted "
             "(default: one micro-batch, then exit).")  # fmt: skip
@@ -202,6 +229,20 @@ def parse_windows(text: str) -> tuple[WindowSpec, ...]:
     if unknown or not names:
         raise UsageError(f"--windows {text!r}: expected a comma-separated list of minute, hour")
     return tuple(WINDOWS[n] for n in dict.fromkeys(names))
+
+
+def parse_groups(flag: str, text: str, *, everything: bool) -> tuple[str, ...] | None:
+    """Comma-separated group ids; ``none`` is no group, ``all`` (where ``everything``
+    allows it) is None: every group the broker lists."""
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    if names == ("none",):
+        return ()
+    if names == ("all",) and everything:
+        return None
+    if not names or {"all", "none"} & set(names):
+        allowed = "all, none" if everything else "none"
+        raise UsageError(f"{flag} {text!r}: expected group ids separated by commas, or {allowed}")
+    return names
 
 
 def seconds_of(flag: str, text: str) -> int:

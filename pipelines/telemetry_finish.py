@@ -9,8 +9,10 @@
   request is (or was) on, from all of that day's requests.
 
 * Anomalies: the minute windows the batch touched are scored against their history
-  (``pipelines.telemetry_alerts``): ``telemetry_anomalies``, and one message per anomaly
-  on the alerts topic.
+  (``pipelines.telemetry_alerts``), and the watched consumer groups are judged from their
+  lag measurements (``pipelines.telemetry_lag``): ``telemetry_anomalies``, and one message
+  per anomaly on the alerts topic.
+* Consumer lag: the measurement taken when the batch started (``telemetry_consumer_lag``).
 
 Everything is upserted in one transaction with the run's ``recon_health`` row; then the
 alerts are published, and only then are the group's offsets committed (forward only).
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterable
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import polars as pl
@@ -29,6 +31,7 @@ import pyarrow.compute as pc
 
 from pipelines.run_health import health_row
 from pipelines.telemetry_alerts import ANOMALIES, detect_anomalies, publish_alerts
+from pipelines.telemetry_lag import LAG, stalled_anomalies
 from schemas.dead_letter import DEAD_LETTER_V1
 from schemas.tables import TABLES
 from transforms.kafka_offsets import ReadPlan, commit_offsets
@@ -191,8 +194,11 @@ def _health(request, plan: ReadPlan, run_id: str, started: datetime, staging: st
     )  # fmt: skip
 
 
-def finish_batch(request, plan: ReadPlan, run_id: str, staging: str, *, started: datetime) -> int:
-    """Load the batch with what it changes, then commit; returns the exit code."""
+def finish_batch(
+    request, plan: ReadPlan, run_id: str, staging: str, *, started: datetime, lag: pa.Table
+) -> int:
+    """Load the batch with what it changes and the consumer ``lag`` measured when it
+    started, then commit; returns the exit code."""
     from pipelines.telemetry import WINDOW_COUNTS
 
     state = window_state(read_staged(staging, "window_counts", WINDOW_COUNTS), run_id)
@@ -201,11 +207,18 @@ def finish_batch(request, plan: ReadPlan, run_id: str, staging: str, *, started:
         minutely = recompute_windows(warehouse, state, run_id)
         facts, days = merge_requests(warehouse, partials, run_id)
         conversion = recompute_conversion(warehouse, facts, days, run_id)
-        anomalies = detect_anomalies(warehouse, minutely, run_id, datetime.now(UTC))
+        detected_at = datetime.now(UTC)
+        stalled = stalled_anomalies(
+            warehouse, lag, stall_after=timedelta(seconds=request.stall_after_s),
+            groups=request.stall_groups, run_id=run_id, detected_at=detected_at,
+        )  # fmt: skip
+        anomalies = pa.concat_tables(
+            [detect_anomalies(warehouse, minutely, run_id, detected_at), stalled]
+        )
         health = _health(request, plan, run_id, started, staging, state)
         warehouse.load(
             {STATE: state, MINUTELY: minutely, FACTS: facts, CONVERSION: conversion,
-             ANOMALIES: anomalies, TABLES["recon_health"]: health}
+             ANOMALIES: anomalies, LAG: lag, TABLES["recon_health"]: health}
         )  # fmt: skip
     row = health.to_pylist()[0]
     if not row["counts_conserved"]:
@@ -221,7 +234,8 @@ def finish_batch(request, plan: ReadPlan, run_id: str, staging: str, *, started:
         f"decoded, {row['dead_letters']:,} dead-lettered; {minutely.num_rows:,} metric rows "
         f"over {state.select(_WINDOW_KEY).group_by(_WINDOW_KEY).aggregate([]).num_rows:,} "
         f"windows; {facts.num_rows:,} payment requests; conversion of "
-        f"{len(days)} day(s) recomputed; {alerts} anomal{'y' if alerts == 1 else 'ies'} "
+        f"{len(days)} day(s) recomputed; consumer lag of {lag.num_rows:,} partition(s), "
+        f"{stalled.num_rows} stalled; {alerts} anomal{'y' if alerts == 1 else 'ies'} "
         f"alerted on {request.alerts_topic}"
     )
     return 0

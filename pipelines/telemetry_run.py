@@ -20,14 +20,24 @@ from datetime import UTC, datetime
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from pipelines.config import STALL_GROUPS
 from pipelines.job_setup import check_warehouse, clear_staging
 from pipelines.options import UsageError
 from pipelines.pipeline_errors import PipelineFailed, quiet_reported_failures
 from pipelines.reconcile_run import staging_root
 from pipelines.run_health import record_failure, unplanned_run_id
-from pipelines.telemetry import JOB, build, parse_windows, seconds_of, wire_sinks
+from pipelines.telemetry import (
+    JOB,
+    build,
+    parse_groups,
+    parse_windows,
+    seconds_of,
+    wire_sinks,
+)
 from pipelines.telemetry_finish import finish_batch
+from pipelines.telemetry_lag import lag_rows
 from schemas.dead_letter import dlq_topic
+from transforms.consumer_lag import measure_lag
 from transforms.kafka import ReadKafkaRanges
 from transforms.kafka_admin import ensure_topics
 from transforms.kafka_config import parse_overrides
@@ -54,6 +64,9 @@ class TelemetryRequest:
     staging_dir: str | None
     max_payload_bytes: int
     repeat_every_s: int | None
+    lag_groups: tuple[str, ...] | None = None  # None: every group the broker lists
+    stall_groups: tuple[str, ...] = STALL_GROUPS
+    stall_after_s: int = 120
 
     @classmethod
     def from_args(cls, args) -> TelemetryRequest:
@@ -68,6 +81,9 @@ class TelemetryRequest:
         except Exception as exc:  # argparse.ArgumentTypeError or ValueError: user input
             raise UsageError(str(exc)) from None
         repeat = seconds_of("--repeat-every", args.repeat_every) if args.repeat_every else None
+        stall_after = seconds_of("--stall-after", args.stall_after)
+        if stall_after < 1:
+            raise UsageError(f"--stall-after {args.stall_after!r}: must be at least 1s")
         return cls(
             bootstrap_servers=args.bootstrap_servers,
             kafka_overrides=overrides,
@@ -82,6 +98,9 @@ class TelemetryRequest:
             staging_dir=args.staging_dir,
             max_payload_bytes=args.max_payload_bytes,
             repeat_every_s=repeat,
+            lag_groups=parse_groups("--lag-groups", args.lag_groups, everything=True),
+            stall_groups=parse_groups("--stall-groups", args.stall_groups, everything=False) or (),
+            stall_after_s=stall_after,
         )
 
     @property
@@ -116,12 +135,13 @@ def run_telemetry(request: TelemetryRequest, beam_args: list[str]) -> int:
             timeout=request.broker_timeout,
         )
         run_id = run_id_of(plan)
+        lag = lag_rows(_measure_lag(request), datetime.now(UTC), run_id)
         staging = staging_root(request, run_id)  # type: ignore[arg-type]
         clear_staging(staging)
         _say(f"run {run_id}: {plan.total_offsets:,} messages from the committed offsets")
         if plan.total_offsets:
             _run_pipeline(request, plan, staging, beam_args)
-        code = finish_batch(request, plan, run_id, staging, started=started)
+        code = finish_batch(request, plan, run_id, staging, started=started, lag=lag)
         if code == 0:
             clear_staging(staging)  # loaded and committed; kept only when a run needs a look
         return code
@@ -177,6 +197,18 @@ def _run_pipeline(
             if reported is None:
                 raise  # a bug: the traceback is what its reader needs
             raise reported from None
+
+
+def _measure_lag(request: TelemetryRequest) -> list:
+    if request.lag_groups == ():
+        return []
+    groups = None if request.lag_groups is None else (*request.lag_groups, *request.stall_groups)
+    lags = measure_lag(
+        request.bootstrap_servers, groups, request.kafka_overrides, request.broker_timeout
+    )
+    groups = len({x.group_id for x in lags})
+    _say(f"consumer lag: {sum(x.lag for x in lags):,} messages waiting for {groups} group(s)")
+    return lags
 
 
 def _say(text: str) -> None:

@@ -29,6 +29,7 @@ from schemas.telemetry import (
     FACT_PAYMENT_REQUESTS_V1,
     PAYMENT_CONVERSION_V1,
     TELEMETRY_ANOMALIES_V1,
+    TELEMETRY_CONSUMER_LAG_V1,
     TELEMETRY_MINUTELY_V1,
     TELEMETRY_WINDOW_COUNTS_V1,
 )
@@ -214,6 +215,13 @@ TABLES: dict[str, TableDef] = {
             ("window_start", "metric", "dims"),
             "window_start",
             ("metric", "severity"),
+        ),
+        TableDef(
+            "telemetry_consumer_lag",
+            TELEMETRY_CONSUMER_LAG_V1,
+            ("measured_at", "group_id", "topic", "partition"),
+            "measured_at",
+            ("group_id", "topic"),
         ),
         TableDef(
             "telemetry_window_counts",

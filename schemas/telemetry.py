@@ -9,7 +9,10 @@
 * ``payment_conversion``: attempts vs successes per UTC day and cohort, a rollup of
   ``fact_payment_requests``.
 * ``telemetry_anomalies``: the minute windows the anomaly model (``transforms.anomaly``)
-  found anomalous, with the evidence and a suggested action.
+  found anomalous, and the stalled consumers (``transforms.consumer_stall``), with the
+  evidence and a suggested action.
+* ``telemetry_consumer_lag``: each consumer group's lag per partition, measured by every
+  telemetry run.
 """
 
 from __future__ import annotations
@@ -193,14 +196,30 @@ TELEMETRY_ANOMALIES_V1 = versioned(
     "telemetry_anomalies",
     1,
     [
-        field("window_start", UTC_MICROS, "Start of the 1-minute window scored, inclusive."),
-        field("metric", pa.string(), "rate_429, error_rate, latency_p95 or conversion."),
+        field(
+            "window_start",
+            UTC_MICROS,
+            "Start of the 1-minute window scored, inclusive; for consumer_stalled, the stall "
+            "start (the first measurement that saw messages waiting at the stuck offset).",
+        ),
+        field(
+            "metric",
+            pa.string(),
+            "rate_429, error_rate, latency_p95 or conversion; consumer_stalled for a consumer "
+            "group that stopped committing with messages waiting.",
+        ),
         field(
             "dims",
             pa.string(),
-            "The series: gateway=<gateway> (* for all gateways together).",
+            "The series: gateway=<gateway> (* for all gateways together); "
+            "group=<g>,topic=<t>,partition=<p> for consumer_stalled.",
         ),
-        field("value", pa.float64(), "The window's value (telemetry_minutely.value)."),
+        field(
+            "value",
+            pa.float64(),
+            "The window's value (telemetry_minutely.value); the messages waiting (lag) for "
+            "consumer_stalled.",
+        ),
         field(
             "expected",
             pa.float64(),
@@ -212,7 +231,8 @@ TELEMETRY_ANOMALIES_V1 = versioned(
             "score",
             pa.float64(),
             "Robust z-score: (value - expected) / max(1.4826 * mad, the metric's noise "
-            "floor); negative below the expected value.",
+            "floor); negative below the expected value. For consumer_stalled: how long it "
+            "has been stalled, in multiples of --stall-after (expected and mad are 0).",
         ),
         field("direction", pa.string(), "up or down: the way the metric went wrong."),
         field(
@@ -225,9 +245,15 @@ TELEMETRY_ANOMALIES_V1 = versioned(
             "model",
             pa.string(),
             "The baseline used: seasonal_weekly (weekday and hour), seasonal_daily (hour of "
-            "day) or global (cold start: all the history there is).",
+            "day) or global (cold start: all the history there is); stalled_offset for "
+            "consumer_stalled.",
         ),
-        field("baseline_points", pa.int64(), "How many past windows the baseline holds."),
+        field(
+            "baseline_points",
+            pa.int64(),
+            "How many past windows the baseline holds (consumer_stalled: how many lag "
+            "measurements saw the group stuck).",
+        ),
         field(
             "alert_id",
             pa.string(),
@@ -237,4 +263,39 @@ TELEMETRY_ANOMALIES_V1 = versioned(
         field("run_id", pa.string(), "The telemetry run that scored the window last."),
     ],
     doc="Anomalous telemetry windows: what was seen, what was expected and what to do.",
+)
+
+TELEMETRY_CONSUMER_LAG_V1 = versioned(
+    "telemetry_consumer_lag",
+    1,
+    [
+        field(
+            "measured_at",
+            UTC_MICROS,
+            "When the telemetry run read the offsets (processing time, UTC).",
+        ),
+        field("group_id", pa.string(), "The consumer group."),
+        field("topic", pa.string(), "A topic the group has committed offsets on."),
+        field("partition", pa.int64(), "The partition."),
+        field(
+            "committed_offset",
+            pa.int64(),
+            "The group's committed offset (the next message it will read); null if it never "
+            "committed on this partition.",
+            nullable=True,
+        ),
+        field(
+            "end_offset",
+            pa.int64(),
+            "The partition's end: the offset the next message written will get.",
+        ),
+        field(
+            "lag",
+            pa.int64(),
+            "Messages waiting for the group: end_offset - committed_offset (from the first "
+            "retained offset when it never committed or retention passed it).",
+        ),
+        field("run_id", pa.string(), "The telemetry run that measured it."),
+    ],
+    doc="Consumer lag per group and partition, one row per telemetry run that measured it.",
 )

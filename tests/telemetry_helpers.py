@@ -153,9 +153,11 @@ class Topics:
             if rows:
                 produce(self.bootstrap, topic, rows)
 
-    def run(self, warehouse, group: str) -> int:
+    def run(self, warehouse, group: str, *flags: str) -> int:
+        """One micro-batch of ``group``; it measures the lag of ``group`` only unless
+        ``flags`` say otherwise (the session's broker holds every other test's groups)."""
         return telemetry([
             "--bootstrap-servers", self.bootstrap, "--telemetry-topic", self.telemetry,
             "--results-topic", self.results, "--alerts-topic", self.alerts, "--group-id", group,
-            "--warehouse", f"duckdb:///{warehouse}",
+            "--warehouse", f"duckdb:///{warehouse}", "--lag-groups", group, *flags,
         ])  # fmt: skip

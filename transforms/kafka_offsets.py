@@ -122,6 +122,20 @@ def _true_ends(consumer: Consumer, reported: dict[tuple[str, int], int], timeout
     return ends
 
 
+def partition_bounds(
+    consumer: Consumer, partitions: Sequence[TopicPartition], timeout: float
+) -> tuple[dict[tuple[str, int], int], dict[tuple[str, int], int]]:
+    """The first retained offset and the true end (next offset to be written) of each
+    partition: the reported high watermark is only where probing for the end starts."""
+    reported = {}
+    lows = {}
+    for tp in partitions:
+        low, high = consumer.get_watermark_offsets(tp, timeout=timeout, cached=False)
+        lows[(tp.topic, tp.partition)] = max(low, 0)
+        reported[(tp.topic, tp.partition)] = max(high, low, 0)
+    return lows, _true_ends(consumer, reported, timeout)
+
+
 def plan_read(
     bootstrap_servers: str,
     topics: Sequence[str],
@@ -142,13 +156,7 @@ def plan_read(
     consumer = Consumer(consumer_config(bootstrap_servers, group_id, consumer_overrides))
     try:
         partitions = _partitions_of(consumer, topics, timeout)
-        reported = {}
-        lows = {}
-        for tp in partitions:
-            low, high = consumer.get_watermark_offsets(tp, timeout=timeout, cached=False)
-            lows[(tp.topic, tp.partition)] = max(low, 0)
-            reported[(tp.topic, tp.partition)] = max(high, low, 0)
-        ends = _true_ends(consumer, reported, timeout)
+        lows, ends = partition_bounds(consumer, partitions, timeout)
         starts = dict(lows)
         if start_ms is not None:
             lookups = [TopicPartition(tp.topic, tp.partition, start_ms) for tp in partitions]
