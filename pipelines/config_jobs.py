@@ -104,6 +104,7 @@ def telemetry_argv(config: PayreconConfig) -> list[str]:
         *_kafka_flags(config),
         "--telemetry-topic", topics.payments_telemetry,
         "--results-topic", topics.payments_results,
+        "--stripe-events-topic", topics.stripe_events,
         "--alerts-topic", topics.telemetry_alerts,
         "--group-id", tel.group_id,
         "--warehouse", config.telemetry_warehouse,

@@ -1,8 +1,9 @@
 """``payrecon telemetry``: payment metrics per event-time window, and conversion by cohort.
 
-Reads ``payments.telemetry`` (one message per gateway call) and ``payments.results`` (one
-per payment) from the consumer group's committed offsets to their end, as one bounded
-micro-batch: decodes both (bad messages to ``<topic>.dlq``), counts calls and results per
+Reads ``payments.telemetry`` (one message per gateway call), ``payments.results`` (one
+per payment) and ``stripe.events`` (one per webhook Stripe delivered) from the consumer
+group's committed offsets to their end, as one bounded micro-batch: decodes them (bad
+messages to ``<topic>.dlq``), counts calls, results and Stripe events per
 event-time window (1-minute fixed and 1-hour windows sliding every 5 minutes) and per
 gateway, and assembles one row per payment request. Then, in one warehouse transaction:
 the batch's window counts (``telemetry_window_counts``), the metrics of every window it
@@ -44,7 +45,12 @@ from pipelines.options import KafkaOptions, UsageError
 from pipelines.reconcile_run import parse_duration
 from transforms.dead_letters import WriteDeadLetters
 from transforms.decode import DEFAULT_MAX_PAYLOAD_BYTES
-from transforms.payment_decode import RESULTS, TELEMETRY, DecodePaymentMessages
+from transforms.payment_decode import (
+    RESULTS,
+    STRIPE_EVENTS,
+    TELEMETRY,
+    DecodePaymentMessages,
+)
 from transforms.payment_request_facts import request_partials
 from transforms.staging import StageTables
 from transforms.telemetry_windows import (
@@ -85,6 +91,14 @@ class TelemetryOptions(KafkaOptions):
             dest="results_topic",
             default="payments.results",
             help="Payment result v1, one message per payment (default: %(default)s).",
+        )
+        add(
+            "--stripe-events-topic",
+            dest="stripe_events_topic",
+            default="stripe.events",
+            help="Stripe events as `payrecon webhooks serve` publishes them, counted per "
+            "minute and type (webhook_events) and against the succeeded payments "
+            "(webhook_coverage); none: do not read them (default: %(default)s).",
         )
         add(
             "--alerts-topic",
@@ -190,17 +204,22 @@ def build(
     windows: tuple[WindowSpec, ...],
     allowed_lateness_s: int,
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    stripe_events_topic: str | None = None,
 ) -> TelemetryOutputs:
-    """The job's logic, from raw message batches of both topics to every output."""
+    """The job's logic, from raw message batches of the topics to every output."""
     decoded = messages | "DecodePaymentMessages" >> DecodePaymentMessages(
         telemetry_topic=telemetry_topic,
         results_topic=results_topic,
+        stripe_events_topic=stripe_events_topic,
         job=JOB,
         max_payload_bytes=max_payload_bytes,
     )
     telemetry, results = decoded[TELEMETRY], decoded[RESULTS]
+    counted = (telemetry, results) if stripe_events_topic is None else (
+        telemetry, results, decoded[STRIPE_EVENTS]
+    )  # fmt: skip
     window_counts = (
-        (telemetry, results)
+        counted
         | "CountPerWindow" >> WindowedPaymentCounts(windows, allowed_lateness_s)
         | "BatchWindows" >> beam.BatchElements(min_batch_size=1_000, max_batch_size=50_000)
         | "WindowCountsTable" >> beam.Map(_window_rows).with_output_types(pa.Table)

@@ -56,6 +56,7 @@ class TelemetryRequest:
     broker_timeout: float
     telemetry_topic: str
     results_topic: str
+    stripe_events_topic: str | None
     alerts_topic: str
     group_id: str
     warehouse: str
@@ -70,9 +71,14 @@ class TelemetryRequest:
 
     @classmethod
     def from_args(cls, args) -> TelemetryRequest:
-        if args.telemetry_topic == args.results_topic:
-            raise UsageError("--telemetry-topic and --results-topic must be different topics")
-        if args.alerts_topic in (args.telemetry_topic, args.results_topic):
+        events = None if args.stripe_events_topic == "none" else args.stripe_events_topic
+        inputs = [args.telemetry_topic, args.results_topic, *([events] if events else [])]
+        if len(set(inputs)) < len(inputs):
+            raise UsageError(
+                "--telemetry-topic, --results-topic and --stripe-events-topic must be "
+                f"different topics, got {', '.join(inputs)}"
+            )
+        if args.alerts_topic in inputs:
             raise UsageError(f"--alerts-topic {args.alerts_topic!r} must not be an input topic")
         if args.max_payload_bytes < 1:
             raise UsageError(f"--max-payload-bytes must be positive, got {args.max_payload_bytes}")
@@ -90,6 +96,7 @@ class TelemetryRequest:
             broker_timeout=args.broker_timeout,
             telemetry_topic=args.telemetry_topic,
             results_topic=args.results_topic,
+            stripe_events_topic=events,
             alerts_topic=args.alerts_topic,
             group_id=args.group_id,
             warehouse=args.warehouse,
@@ -104,8 +111,9 @@ class TelemetryRequest:
         )
 
     @property
-    def topics(self) -> tuple[str, str]:
-        return self.telemetry_topic, self.results_topic
+    def topics(self) -> tuple[str, ...]:
+        events = (self.stripe_events_topic,) if self.stripe_events_topic else ()
+        return self.telemetry_topic, self.results_topic, *events
 
 
 def run_id_of(plan: ReadPlan) -> str:
@@ -173,6 +181,7 @@ def build_pipeline(
         messages,
         telemetry_topic=request.telemetry_topic,
         results_topic=request.results_topic,
+        stripe_events_topic=request.stripe_events_topic,
         windows=request.windows,
         allowed_lateness_s=request.allowed_lateness_s,
         max_payload_bytes=request.max_payload_bytes,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from schemas.fields import field, versioned
+from schemas.fields import UTC_MICROS, field, versioned
 
 STRIPE_EVENT_ENVELOPE_V1 = versioned(
     "stripe_event",
@@ -46,3 +46,16 @@ STRIPE_EVENT_ENVELOPE_V1 = versioned(
 HEADER_SIGNATURE = "stripe-signature"  # the delivery's Stripe-Signature, to verify it again
 HEADER_EVENT_TYPE = "stripe-event-type"
 HEADER_RECEIVED_AT = "payrecon-received-at"  # RFC 3339 UTC, when the receiver accepted it
+
+# What ``payrecon telemetry`` keeps of each event on stripe.events (with Kafka provenance):
+# enough to count webhooks per minute and type.
+STRIPE_EVENT_SEEN_V1 = versioned(
+    "stripe_event_seen",
+    1,
+    [
+        field("event_id", pa.string(), "Stripe's event id (evt_...)."),
+        field("type", pa.string(), "The event type, e.g. payment_intent.succeeded."),
+        field("created", UTC_MICROS, "When Stripe created the event (its event time)."),
+    ],
+    doc="A Stripe event as the telemetry job counts it.",
+)

@@ -47,13 +47,14 @@ TELEMETRY_MINUTELY_V1 = versioned(
             "metric",
             pa.string(),
             "attempts, rate_429, error_rate, latency_p50, latency_p95, latency_p99, results, "
-            "successes, conversion, decline_rate or revenue.",
+            "successes, conversion, decline_rate, revenue, webhook_events or "
+            "webhook_coverage.",
         ),
         field(
             "dimension",
             pa.string(),
-            "The breakdown: the reason (error_rate), error code (decline_rate) or currency "
-            "(revenue); * for the metric as a whole.",
+            "The breakdown: the reason (error_rate), error code (decline_rate), currency "
+            "(revenue) or Stripe event type (webhook_events); * for the metric as a whole.",
         ),
         field(
             "value",
@@ -65,8 +66,8 @@ TELEMETRY_MINUTELY_V1 = versioned(
         field(
             "events",
             pa.int64(),
-            "How many gateway calls (attempt metrics) or payment results (result metrics) "
-            "the value is computed from.",
+            "How many gateway calls (attempt metrics), payment results (result metrics and "
+            "webhook_coverage) or Stripe events (webhook_events) the value is computed from.",
         ),
         field(
             "amount",
@@ -89,7 +90,8 @@ TELEMETRY_WINDOW_COUNTS_V1 = versioned(
             "component",
             pa.string(),
             "What is counted: attempts, outcome:<o>, reason:<r>, http_429, latency:<bucket>, "
-            "results, status:<s>, decline:<code>, succeeded:<currency>, revenue:<currency>.",
+            "results, status:<s>, decline:<code>, succeeded:<currency>, revenue:<currency>, "
+            "webhooks, webhook:<type>.",
         ),
         field(
             "batch_id",
@@ -205,8 +207,9 @@ TELEMETRY_ANOMALIES_V1 = versioned(
         field(
             "metric",
             pa.string(),
-            "rate_429, error_rate, latency_p95 or conversion; consumer_stalled for a consumer "
-            "group that stopped committing with messages waiting.",
+            "rate_429, error_rate, latency_p95, conversion or webhook_coverage; "
+            "consumer_stalled for a consumer group that stopped committing with messages "
+            "waiting.",
         ),
         field(
             "dims",

@@ -23,7 +23,7 @@ COHORTS = [("US", "card", "visa"), ("FR", "card", "mastercard"), ("JP", "konbini
 
 @dataclass(frozen=True)
 class Record:
-    """One message to produce: ``kind`` is ``telemetry`` or ``results``."""
+    """One message to produce: ``kind`` is ``telemetry``, ``results`` or ``stripe_events``."""
 
     kind: str
     key: bytes
@@ -139,16 +139,20 @@ def storm_429(requests: int, *, seed: int, start: datetime, seconds: int = 300) 
 
 
 class Topics:
-    """Fresh telemetry, results and alerts topics; publish records, run the job on them."""
+    """Fresh telemetry, results, Stripe events and alerts topics; publish records, run the
+    job on them."""
 
     def __init__(self, bootstrap: str):
         self.bootstrap = bootstrap
         self.telemetry = new_topic(bootstrap, partitions=2, prefix="tel")
         self.results = new_topic(bootstrap, partitions=2, prefix="res")
+        self.stripe_events = new_topic(bootstrap, partitions=1, prefix="evt")
         self.alerts = new_topic(bootstrap, partitions=1, prefix="alerts")
 
     def publish(self, records: list[Record]) -> None:
-        for kind, topic in (("telemetry", self.telemetry), ("results", self.results)):
+        kinds = (("telemetry", self.telemetry), ("results", self.results),
+                 ("stripe_events", self.stripe_events))  # fmt: skip
+        for kind, topic in kinds:
             rows = [(r.key, r.value, r.timestamp_ms) for r in records if r.kind == kind]
             if rows:
                 produce(self.bootstrap, topic, rows)
@@ -158,6 +162,7 @@ class Topics:
         ``flags`` say otherwise (the session's broker holds every other test's groups)."""
         return telemetry([
             "--bootstrap-servers", self.bootstrap, "--telemetry-topic", self.telemetry,
-            "--results-topic", self.results, "--alerts-topic", self.alerts, "--group-id", group,
+            "--results-topic", self.results, "--stripe-events-topic", self.stripe_events,
+            "--alerts-topic", self.alerts, "--group-id", group,
             "--warehouse", f"duckdb:///{warehouse}", "--lag-groups", group, *flags,
         ])  # fmt: skip

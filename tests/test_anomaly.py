@@ -25,17 +25,20 @@ def normal(minute: datetime, metric: str, rng: random.Random) -> float:
         return max(0.0, 0.01 + 0.005 * day_phase + rng.gauss(0, 0.003))
     if metric == "latency_p95":
         return 600 + 200 * day_phase + (80 if weekend else 0) + rng.gauss(0, 25)
+    if metric == "webhook_coverage":  # a few webhooks land in the next minute, a few early
+        return 1.0 + rng.gauss(0, 0.01)
     return min(1.0, 0.8 - 0.05 * day_phase - (0.02 if weekend else 0) + rng.gauss(0, 0.01))
 
 
 def minutes(start: datetime, count: int, *, seed: int, incident=None) -> pl.DataFrame:
-    """``count`` minute windows of rate_429, latency_p95 and conversion from ``start``;
+    """``count`` minute windows of rate_429, latency_p95, conversion and webhook_coverage
+    from ``start``;
     ``incident(metric, i, value)`` may replace the value of minute ``i``."""
     rng = random.Random(seed)
     rows = []
     for i in range(count):
         at = start + timedelta(minutes=i)
-        for metric in ("rate_429", "latency_p95", "conversion"):
+        for metric in ("rate_429", "latency_p95", "conversion", "webhook_coverage"):
             value = normal(at, metric, rng)
             if incident is not None:
                 value = incident(metric, i, value)
@@ -73,8 +76,8 @@ STORM_START = 600  # minute of the day after the normal week
 
 @pytest.mark.parametrize(
     ("metric", "bad_value"),
-    [("rate_429", 0.45), ("latency_p95", 2500.0), ("conversion", 0.45)],
-    ids=["429_storm", "latency_spike", "conversion_drop"],
+    [("rate_429", 0.45), ("latency_p95", 2500.0), ("conversion", 0.45), ("webhook_coverage", 0.0)],
+    ids=["429_storm", "latency_spike", "conversion_drop", "webhooks_dropped"],
 )
 def test_an_incident_is_alerted_within_two_windows(week, metric, bad_value):
     def incident(m: str, i: int, value: float) -> float:
@@ -85,7 +88,7 @@ def test_an_incident_is_alerted_within_two_windows(week, metric, bad_value):
     assert set(found["metric"]) == {metric}
     first = found["window_start"].min()
     assert first <= MONDAY + timedelta(days=7, minutes=STORM_START + 1)
-    expected_direction = "down" if metric == "conversion" else "up"
+    expected_direction = "down" if metric in ("conversion", "webhook_coverage") else "up"
     assert set(found["direction"]) == {expected_direction}
     assert found["suggested_action"][0]
 

@@ -21,10 +21,11 @@ from the minute windows of the last ``history_days`` days *before* the window sc
   that is always 0, so mad = 0) from turning one stray 429 into an infinite score.
 
 * **direction**: each metric is bad one way only (a 429 rate, an error rate or a latency
-  p95 going up; conversion going down). A window is an anomaly when its score in the bad
-  direction reaches ``warn_score`` (severity ``warning``) or ``critical_score``
-  (``critical``). Windows computed from fewer than ``min_events`` calls or results are
-  neither scored nor learned from: a minute of 3 calls with one 429 is noise, not a storm.
+  p95 going up; conversion or webhook coverage going down). A window is an anomaly when its
+  score in the bad direction reaches ``warn_score`` (severity ``warning``) or
+  ``critical_score`` (``critical``). Windows computed from fewer than ``min_events`` calls
+  or results are neither scored nor learned from: a minute of 3 calls with one 429 is
+  noise, not a storm.
 
 Why median and MAD rather than mean and standard deviation: the history contains past
 incidents. A 20-minute 429 storm yesterday would drag a mean up and inflate a standard
@@ -72,6 +73,13 @@ RULES: dict[str, MetricRule] = {
     ),
     "conversion": MetricRule(
         DOWN, 0.03, 0.0, "conversion drop: check decline codes and the latest checkout change"
+    ),
+    "webhook_coverage": MetricRule(
+        DOWN,
+        0.05,
+        0.0,
+        "webhooks missing: check `payrecon webhooks serve` and the endpoint's "
+        "failed deliveries in Stripe's dashboard; replay them from Stripe",
     ),
 }
 

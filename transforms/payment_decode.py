@@ -1,4 +1,4 @@
-"""Decoding ``payments.telemetry`` and ``payments.results`` messages, bad ones dead-lettered.
+"""Decoding ``payments.telemetry``, ``payments.results`` (and ``stripe.events``) messages.
 
 ``decode_payment_batch`` turns one Arrow batch of raw messages of one topic into an Arrow
 batch of payment telemetry v1 or payment result v1 rows (with Kafka provenance) and an Arrow
@@ -28,6 +28,7 @@ from transforms.decode import (
     parse_json_payload,
 )
 from transforms.ledger_validation import Invalid, parse_rfc3339_micros
+from transforms.stripe_event_decode import decode_stripe_event_batch
 
 NAMESPACE = "payrecon.telemetry.decode"
 DECODED_TELEMETRY = with_provenance(PAYMENT_TELEMETRY_V1)
@@ -149,6 +150,7 @@ def decode_payment_batch(
 
 TELEMETRY = "telemetry"
 RESULTS = "results"
+STRIPE_EVENTS = "stripe_events"
 COUNTS = "counts"
 MESSAGE_COUNTS = pa.schema(
     [
@@ -178,10 +180,15 @@ class _DecodePaymentsFn(beam.DoFn):
             return
         topic = messages.column("topic")[0].as_py()
         kind = self._topics[topic]
-        schema = PAYMENT_TELEMETRY_V1 if kind == TELEMETRY else PAYMENT_RESULT_V1
-        decoded = decode_payment_batch(
-            messages, schema, job=self._job, max_payload_bytes=self._max_payload
-        )
+        if kind == STRIPE_EVENTS:
+            decoded = decode_stripe_event_batch(
+                messages, job=self._job, max_payload_bytes=self._max_payload
+            )
+        else:
+            schema = PAYMENT_TELEMETRY_V1 if kind == TELEMETRY else PAYMENT_RESULT_V1
+            decoded = decode_payment_batch(
+                messages, schema, job=self._job, max_payload_bytes=self._max_payload
+            )
         self.messages_in.inc(messages.num_rows)
         self.decoded.inc(decoded.events.num_rows)
         self.dead_lettered.inc(decoded.dead_letters.num_rows)
@@ -208,13 +215,15 @@ class _DecodePaymentsFn(beam.DoFn):
 
 
 class DecodePaymentMessages(beam.PTransform):
-    """``KAFKA_MESSAGE`` batches of the telemetry and results topics in; four outputs:
+    """``KAFKA_MESSAGE`` batches of the telemetry, results and Stripe events topics in;
+    five outputs:
 
     ``telemetry`` (``DECODED_TELEMETRY`` tables), ``results`` (``DECODED_RESULT`` tables),
-    ``dead_letters`` (``DEAD_LETTER_V1`` tables: original bytes, coordinates, reason) and
-    ``counts`` (``MESSAGE_COUNTS`` rows per input batch, so a run proves
-    messages = decoded + dead letters per topic). Every message lands in exactly one of the
-    first three.
+    ``stripe_events`` (``DECODED_STRIPE_EVENT`` tables; empty without a
+    ``stripe_events_topic``), ``dead_letters`` (``DEAD_LETTER_V1`` tables: original bytes,
+    coordinates, reason) and ``counts`` (``MESSAGE_COUNTS`` rows per input batch, so a run
+    proves messages = decoded + dead letters per topic). Every message lands in exactly one
+    of the first four.
     """
 
     def __init__(
@@ -223,14 +232,17 @@ class DecodePaymentMessages(beam.PTransform):
         telemetry_topic: str,
         results_topic: str,
         job: str,
+        stripe_events_topic: str | None = None,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     ):
         super().__init__()
         topics = {telemetry_topic: TELEMETRY, results_topic: RESULTS}
+        if stripe_events_topic is not None:
+            topics[stripe_events_topic] = STRIPE_EVENTS
         self._fn = _DecodePaymentsFn(topics, job, max_payload_bytes)
 
     def expand(self, messages):
         decode = beam.ParDo(self._fn).with_output_types(pa.Table)
         return messages | "ValidateAndDecode" >> decode.with_outputs(
-            TELEMETRY, RESULTS, DEAD_LETTERS, COUNTS
+            TELEMETRY, RESULTS, STRIPE_EVENTS, DEAD_LETTERS, COUNTS
         )

@@ -14,12 +14,15 @@ results becomes, per (event-time minute, gateway), a map of named integer counts
 ``decline:<error_code>``      failed results by the gateway's code (card_declined ...)
 ``succeeded:<currency>``      succeeded results per currency
 ``revenue:<currency>``        their amount, integer minor units
+``webhooks``                  Stripe events received (``stripe.events``), gateway ``stripe``
+``webhook:<type>``            Stripe events by type (payment_intent.succeeded ...)
 ============================  ===============================================================
 
 Counts add up: the counts of a window are the sum of its minutes' counts, whatever batches
 or bundles they were counted in, so windows can be fired, re-fired with late data, or merged
 across micro-batches exactly. Every count is also kept under gateway ``*`` (all gateways).
-Telemetry events are time-stamped by ``at``, results by ``processed_at``.
+Telemetry events are time-stamped by ``at``, results by ``processed_at``, Stripe events by
+their ``created``.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import pyarrow as pa
 from transforms.latency_sketch import bucket_expr
 
 ALL = "*"
+STRIPE = "stripe"  # the gateway Stripe's events are counted under
 
 
 class MinuteCounts(NamedTuple):
@@ -80,9 +84,24 @@ def _result_counts(frame: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def _webhook_counts(frame: pl.DataFrame) -> pl.DataFrame:
+    events = frame.unique("event_id", keep="first").with_columns(gateway=pl.lit(STRIPE))
+    return pl.concat(
+        [_part(events, pl.lit("webhooks")), _part(events, pl.lit("webhook:") + pl.col("type"))]
+    )
+
+
+_COUNTS_BY_TIME = {
+    "at": _attempt_counts,
+    "processed_at": _result_counts,
+    "created": _webhook_counts,
+}
+
+
 def minute_counts(table: pa.Table, time_column: str) -> list[MinuteCounts]:
-    """The counts of a decoded telemetry (``time_column`` ``at``) or results
-    (``processed_at``) batch, per minute and gateway, gateway ``*`` included."""
+    """The counts of a decoded telemetry (``time_column`` ``at``), results
+    (``processed_at``) or Stripe events (``created``) batch, per minute and gateway,
+    gateway ``*`` included."""
     if table.num_rows == 0:
         return []
     frame = pl.from_arrow(table)
@@ -90,7 +109,7 @@ def minute_counts(table: pa.Table, time_column: str) -> list[MinuteCounts]:
     frame = frame.with_columns(
         minute=pl.col(time_column).dt.truncate("1m").dt.epoch("s"),
     )
-    long = _attempt_counts(frame) if time_column == "at" else _result_counts(frame)
+    long = _COUNTS_BY_TIME[time_column](frame)
     long = pl.concat([long, long.with_columns(gateway=pl.lit(ALL))])
     summed = long.group_by("minute", "gateway", "component").agg(pl.col("n").sum())
     out: dict[tuple[int, str], dict[str, int]] = {}

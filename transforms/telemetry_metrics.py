@@ -70,6 +70,20 @@ def _result_metrics(counts: dict[str, int]) -> list[dict]:
     return rows
 
 
+def _webhook_metrics(counts: dict[str, int]) -> list[dict]:
+    received = counts.get("webhooks", 0)
+    rows = []
+    if received:
+        by_type = _with_prefix(counts, "webhook:")
+        rows.append(_row("webhook_events", ALL, float(received), received))
+        rows += [_row("webhook_events", t, float(n), n) for t, n in sorted(by_type.items())]
+    succeeded = counts.get("status:succeeded", 0)
+    if succeeded:
+        confirmed = counts.get("webhook:payment_intent.succeeded", 0)
+        rows.append(_row("webhook_coverage", ALL, confirmed / succeeded, succeeded))
+    return rows
+
+
 def window_metrics(counts: dict[str, int]) -> list[dict[str, Any]]:
     """Every metric of a window with these counts: metric, dimension, value, events, amount.
 
@@ -77,6 +91,9 @@ def window_metrics(counts: dict[str, int]) -> list[dict[str, Any]]:
     by reason, and ``*`` for all reasons), ``latency_p50/p95/p99`` (ms, within 1%),
     ``results``, ``successes``, ``conversion`` (succeeded / results), ``decline_rate`` (by
     error code, share of results), ``revenue`` (per currency, minor units in ``amount``).
+    ``webhook_events`` (Stripe events received, by type and ``*``) and ``webhook_coverage``
+    (``payment_intent.succeeded`` events / succeeded results: near 1 while Stripe's webhooks
+    arrive, 0 for a gateway without webhooks or where ``payrecon webhooks`` does not run).
     ``events`` is the denominator: how many calls or results the value is computed from.
     """
-    return _attempt_metrics(counts) + _result_metrics(counts)
+    return _attempt_metrics(counts) + _result_metrics(counts) + _webhook_metrics(counts)

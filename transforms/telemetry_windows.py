@@ -10,7 +10,8 @@ The same transforms serve both ways of running ``payrecon telemetry``:
   ends, so every window fires once with what this batch read; the job adds the counts of
   earlier batches (``telemetry_window_counts``) before computing the metrics.
 
-Input: decoded ``DECODED_TELEMETRY`` and ``DECODED_RESULT`` tables. Each table is first
+Input: decoded ``DECODED_TELEMETRY`` and ``DECODED_RESULT`` tables (and
+``DECODED_STRIPE_EVENT`` tables, optionally). Each table is first
 reduced to counts per event-time minute (``transforms.telemetry_counts``), so windows see
 a few elements per minute instead of one per message. That is exact for every window whose
 boundaries are whole minutes, which :class:`WindowSpec` enforces.
@@ -97,14 +98,20 @@ class _WindowBoundsFn(beam.DoFn):
 
 
 class CountPaymentMinutes(beam.PTransform):
-    """``(telemetry tables, result tables)`` in; ``(gateway, counts)`` per event-time minute
-    out, each element time-stamped with its minute's start."""
+    """``(telemetry tables, result tables[, Stripe event tables])`` in; ``(gateway, counts)``
+    per event-time minute out, each element time-stamped with its minute's start."""
 
     def expand(self, inputs):
-        telemetry, results = inputs
-        attempts = telemetry | "CountAttemptsPerMinute" >> beam.ParDo(_StampMinutesFn("at"))
-        decided = results | "CountResultsPerMinute" >> beam.ParDo(_StampMinutesFn("processed_at"))
-        return (attempts, decided) | "AllMinuteCounts" >> beam.Flatten()
+        telemetry, results, *stripe_events = inputs
+        counted = [
+            telemetry | "CountAttemptsPerMinute" >> beam.ParDo(_StampMinutesFn("at")),
+            results | "CountResultsPerMinute" >> beam.ParDo(_StampMinutesFn("processed_at")),
+        ]
+        for events in stripe_events:
+            counted.append(
+                events | "CountStripeEventsPerMinute" >> beam.ParDo(_StampMinutesFn("created"))
+            )
+        return tuple(counted) | "AllMinuteCounts" >> beam.Flatten()
 
 
 class SumCountsPerWindow(beam.PTransform):
@@ -143,8 +150,8 @@ class SumCountsPerWindow(beam.PTransform):
 
 
 class WindowedPaymentCounts(beam.PTransform):
-    """Decoded ``(telemetry tables, result tables)`` in; ``WindowCounts`` out, for every
-    window of ``windows`` that holds data."""
+    """Decoded ``(telemetry tables, result tables[, Stripe event tables])`` in;
+    ``WindowCounts`` out, for every window of ``windows`` that holds data."""
 
     def __init__(
         self,

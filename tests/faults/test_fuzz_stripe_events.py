@@ -1,6 +1,7 @@
 """Fuzzing ``payrecon webhooks consume``: Stripe's official example events, mutated, never stop
 the consumer. Each message is mapped (its records can be produced, and every ledger event it
-writes decodes in the reconciliation) or dead-lettered with a reason.
+writes decodes in the reconciliation) or dead-lettered with a reason. The same messages read
+by ``payrecon telemetry`` are counted or dead-lettered with a reason.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from datetime import UTC, datetime
 import pyarrow as pa
 import pytest
 from hypothesis import given
+from hypothesis import strategies as st
 
 from pipelines.stripe_events import Topics, output_records
 from schemas.dead_letter import Reason, dead_letter_headers
@@ -26,8 +28,10 @@ from tests.webhook_helpers import (
 )
 from transforms.decode import decode_ledger_batch
 from transforms.ledger_validation import Invalid
+from transforms.stripe_event_decode import decode_stripe_event_batch
 from transforms.stripe_event_parse import parse_event
 from transforms.stripe_events import HANDLED_TYPES, Mapped, map_event
+from transforms.telemetry_counts import minute_counts
 
 TOPICS = Topics()
 MAX_TIMESTAMP_MS = 2**63 - 1
@@ -140,3 +144,15 @@ def test_a_refund_created_after_the_year_9999_is_dead_lettered_not_a_crash():
     outcome = check_outcome(stripe_body(event))
 
     assert isinstance(outcome, Invalid) and outcome.reason is Reason.BAD_TIMESTAMP
+
+
+@fuzz_settings(fast=300, faults=3000)
+@given(st.lists(message_values(VALID), min_size=1, max_size=8))
+def test_every_stripe_event_the_telemetry_job_reads_is_counted_or_dead_lettered(values):
+    count("stripe event telemetry decode")
+    decoded = decode_stripe_event_batch(_messages(values), job="fuzz", max_payload_bytes=2**20)
+
+    assert decoded.events.num_rows + decoded.dead_letters.num_rows == len(values)
+    assert all(Reason(r) for r in decoded.dead_letters.column("reason").to_pylist())
+    assert decoded.events.column("event_id").null_count == 0
+    minute_counts(decoded.events, "created")  # what the job counts them with
