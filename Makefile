@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test faults lint bench clean chromium
+.PHONY: install demo test faults lint bench bench-load clean chromium
 
 install: $(STAMP)
 
@@ -41,6 +41,10 @@ lint: install
 bench: install
 	$(PY) bench/kafka_read.py
 	$(PY) bench/reconcile.py
+
+# Issue 9's load run: the job on a 1M and a 10M-event day (about an hour on 2 cores).
+bench-load: install
+	$(PY) bench/load.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache

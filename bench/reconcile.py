@@ -92,13 +92,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--variant", choices=[*VARIANTS, "prepare"], help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--bootstrap", help=argparse.SUPPRESS)
+    parser.add_argument("--buckets", type=int, default=None, help=argparse.SUPPRESS)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.variant:
-        return run_child(args.variant, args.work, args.bootstrap)
+        return run_child(args.variant, args.work, args.bootstrap, args.buckets)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown or not variants:
@@ -117,17 +118,15 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
 
 
-def _run(args, variants: list[str], work: Path) -> int:
-    from pipelines.broker import EmbeddedBroker
-    from pipelines.publish import publish_lines
+def generate(work: Path, events: int):
+    """A generated day of ``events`` ledger events in ``work / "day"``: its summary and key."""
     from pipelines.synthetic.day import GenerateConfig, generate_day
 
-    print(f"machine: {machine()}")
     started = time.perf_counter()
     day = generate_day(
         GenerateConfig(
             day=DAY,
-            events=args.events,
+            events=events,
             discrepancy_rate=0.01,
             out=work / "day",
             seed=1,
@@ -141,18 +140,35 @@ def _run(args, variants: list[str], work: Path) -> int:
         f"injected discrepancies in {time.perf_counter() - started:.1f} s",
         flush=True,
     )
+    return day, key
+
+
+def publish(bootstrap: str, day) -> bool:
+    """The day's ledger lines onto ``TOPIC``; False (after saying so) unless all were acked."""
+    from pipelines.publish import publish_lines
+
+    with day.ledger_path.open("rb") as lines:
+        published = publish_lines(bootstrap, TOPIC, lines)
+    if not published.ok:
+        print(f"bench: {published.failed} messages not acknowledged", file=sys.stderr)
+        return False
+    print(
+        f"published {published.published:,} messages to {TOPIC} in {published.seconds:.1f} s",
+        flush=True,
+    )
+    return True
+
+
+def _run(args, variants: list[str], work: Path) -> int:
+    from pipelines.broker import EmbeddedBroker
+
+    print(f"machine: {machine()}")
+    day, key = generate(work, args.events)
     runs: dict[str, Measured] = {}
     with EmbeddedBroker() as broker:
         bootstrap = broker.bootstrap_servers
-        with day.ledger_path.open("rb") as lines:
-            published = publish_lines(bootstrap, TOPIC, lines)
-        if not published.ok:
-            print(f"bench: {published.failed} messages not acknowledged", file=sys.stderr)
+        if not publish(bootstrap, day):
             return 3
-        print(
-            f"published {published.published:,} messages to {TOPIC} in {published.seconds:.1f} s",
-            flush=True,
-        )
         for variant in variants:
             if variant in ("naive", "join") and not (work / "naive-input").exists():
                 prepared = _child(work, bootstrap, "prepare", args.timeout)
@@ -179,7 +195,9 @@ def _run(args, variants: list[str], work: Path) -> int:
     return 0
 
 
-def _child(work: Path, bootstrap: str, variant: str, timeout: float) -> Measured:
+def _child(
+    work: Path, bootstrap: str, variant: str, timeout: float, buckets: int | None = None
+) -> Measured:
     argv = [
         sys.executable,
         str(Path(__file__).resolve()),
@@ -189,6 +207,7 @@ def _child(work: Path, bootstrap: str, variant: str, timeout: float) -> Measured
         str(work),
         "--bootstrap",
         bootstrap,
+        *(["--buckets", str(buckets)] if buckets else []),
     ]
     return run_measured(
         argv,
@@ -359,17 +378,13 @@ def _stages(result: dict) -> str:
 # -- the children: one variant each ----------------------------------------------------------
 
 
-def run_child(variant: str, work: Path, bootstrap: str) -> int:
+def run_child(variant: str, work: Path, bootstrap: str, buckets: int | None = None) -> int:
     key = json.loads((work / "day" / "answer_key.json").read_text())
-    fn = {
-        "job": _job,
-        "job2": _job,
-        "plain": _plain,
-        "naive": _naive,
-        "join": _join,
-        "prepare": _prepare_naive,
-    }[variant]
-    result = fn(variant, work, bootstrap, key)
+    if variant in ("job", "job2"):
+        result = _job(variant, work, bootstrap, key, buckets)
+    else:
+        fn = {"plain": _plain, "naive": _naive, "join": _join, "prepare": _prepare_naive}
+        result = fn[variant](variant, work, bootstrap, key)
     result["variant"] = variant
     (work / f"result-{variant}.json").write_text(json.dumps(result))
     return int(result.get("exit_code", 0))
@@ -479,7 +494,7 @@ def _stage_label(name: str) -> str:
     return "+".join(dict.fromkeys(names))[:200] or name[:60]
 
 
-def _job(variant: str, work: Path, bootstrap: str, key: dict) -> dict:
+def _job(variant: str, work: Path, bootstrap: str, key: dict, buckets: int | None = None) -> dict:
     t = time.perf_counter()
     import duckdb
 
@@ -505,6 +520,8 @@ def _job(variant: str, work: Path, bootstrap: str, key: dict) -> dict:
     ]
     if variant == "job2":
         argv += ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
+    if buckets:
+        argv += ["--buckets", str(buckets)]
     started = time.perf_counter()
     with _Probe(started) as probe:
         code = reconcile(argv)
