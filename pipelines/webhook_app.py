@@ -7,8 +7,9 @@
   retries and duplicates deliveries) is answered 200 without publishing it again; one that
   arrives while the same event is being published waits for that outcome.
 - 400 for a delivery that is not Stripe's: no ``Stripe-Signature`` header, a signature that
-  does not match the endpoint's secret, a signature older than the tolerance (a replay), or a
-  body that is not a Stripe event. Nothing is published. Stripe does not send these.
+  does not match the endpoint's secret, a signature older than the tolerance (a replay) or
+  dated more than the tolerance ahead, or a body that is not a Stripe event. Nothing is
+  published. Stripe does not send these.
 - 413 for a body over the size limit; 503 when the broker did not acknowledge in time:
   Stripe retries later, so nothing is lost and nothing is claimed that is not durable.
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -71,6 +73,7 @@ def verify_signature(body: bytes, header: str | None, secret: SecretStr, toleran
     key = secret.get_secret_value()
     try:
         stripe.WebhookSignature.verify_header(body, header, key, tolerance_s)
+        _refuse_future(header, tolerance_s)
         return
     except UnicodeDecodeError:
         raise _Reject(400, "bad_payload", "the body is not UTF-8") from None
@@ -81,6 +84,18 @@ def verify_signature(body: bytes, header: str | None, secret: SecretStr, toleran
     except stripe.SignatureVerificationError:
         raise _Reject(400, "bad_signature", "Stripe-Signature does not sign this body") from None
     raise _Reject(400, "too_old", f"signed more than {tolerance_s}s ago: a replay, or a bad clock")
+
+
+def _refuse_future(header: str, tolerance_s: int) -> None:
+    """The stripe library bounds a signature's age only: a genuine signature dated later
+    than the tolerance from now (a signer's clock far ahead) would stay replayable until
+    then, so it is refused like an old one."""
+    stamps = [p[2:] for p in header.split(",") if p.startswith("t=")]
+    signed_at = int(stamps[0]) if stamps and stamps[0].isdigit() else 0
+    if signed_at > time.time() + tolerance_s:
+        raise _Reject(
+            400, "from_the_future", f"signed more than {tolerance_s}s ahead of this clock"
+        )
 
 
 class RecentDeliveries:

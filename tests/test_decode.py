@@ -41,6 +41,13 @@ MALFORMED = [
     (json.dumps(GOOD | {"metadata": {"a": 1}}).encode(), Reason.WRONG_TYPE),
     (json.dumps(GOOD | {"padding": "x" * 70_000}).encode(), Reason.PAYLOAD_TOO_LARGE),
 ]
+# Python's $ also matches before a final newline; the decoder must not. (JSON Schema's
+# patterns are ECMA-262, where it does not, but the Python jsonschema library evaluates them
+# with re.search: these stay out of the JSON Schema comparison below.)
+NEWLINE_TAILED = [
+    (json.dumps(GOOD | {"country": "US\n"}).encode(), Reason.BAD_COUNTRY),
+    (json.dumps(GOOD | {"occurred_at": "2026-11-20T10:00:00Z\n"}).encode(), Reason.BAD_TIMESTAMP),
+]
 
 
 def messages(values: list[bytes]) -> pa.Table:
@@ -58,7 +65,11 @@ def messages(values: list[bytes]) -> pa.Table:
     )
 
 
-@pytest.mark.parametrize(("value", "reason"), MALFORMED, ids=[r.value for _, r in MALFORMED])
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    MALFORMED + NEWLINE_TAILED,
+    ids=[r.value for _, r in MALFORMED + NEWLINE_TAILED],
+)
 def test_malformed_message_is_dead_lettered_with_its_reason(value, reason):
     decoded = decode_ledger_batch(messages([value]), job="test")
     assert decoded.events.num_rows == 0

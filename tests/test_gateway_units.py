@@ -50,6 +50,8 @@ POISON = [
     (encode(GOOD | {"order_id": ""}), Reason.EMPTY_FIELD),
     (encode(GOOD | {"created_at": "yesterday"}), Reason.BAD_TIMESTAMP),
     (encode(GOOD | {"country": "usa"}), Reason.BAD_COUNTRY),
+    (encode(GOOD | {"country": "US\n"}), Reason.BAD_COUNTRY),
+    (encode(GOOD | {"created_at": "2026-11-20T10:00:00Z\n"}), Reason.BAD_TIMESTAMP),
     (encode(GOOD | {"metadata": {"n": 1}}), Reason.WRONG_TYPE),
     (encode(GOOD | {"gateway": 7}), Reason.WRONG_TYPE),
 ]

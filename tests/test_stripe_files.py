@@ -319,6 +319,8 @@ def test_more_decimals_than_the_currency_has_is_rejected_not_rounded(
         ({"created_utc": "yesterday"}, "created_utc", "bad_timestamp"),
         ({"created_utc": ""}, "created_utc", "empty_field"),
         ({"available_on_utc": "2026-13-01 00:00:00"}, "available_on_utc", "bad_timestamp"),
+        ({"created_utc": "0000-01-01 00:00:00"}, "created_utc", "bad_timestamp"),
+        ({"available_on_utc": "1969-12-31 23:59:59"}, "available_on_utc", "bad_timestamp"),
         ({"balance_transaction_id": ""}, "balance_transaction_id", "empty_field"),
         ({"customer_facing_currency": "zzz"}, "customer_facing_currency", "unknown_currency"),
     ],

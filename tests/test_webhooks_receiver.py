@@ -164,6 +164,17 @@ def test_replayed_delivery_signed_before_the_tolerance_is_rejected(receiver: Rec
     assert receiver.messages() == []
 
 
+def test_a_delivery_signed_ahead_of_the_tolerance_is_rejected(receiver: Receiver):
+    body = body_of(payment_intent_succeeded())
+    ahead = sign(body, timestamp=int(time.time()) + 3600)  # would be replayable for an hour
+
+    response = receiver.deliver(body, ahead)
+
+    assert response.status_code == 400
+    assert response.json()["error"] == "from_the_future"
+    assert receiver.messages() == []
+
+
 def test_signed_body_that_is_not_a_stripe_event_is_rejected(receiver: Receiver):
     body = b'{"hello": "world"}'
 

@@ -34,7 +34,7 @@ class Invalid(NamedTuple):
 
 def parse_rfc3339_micros(text: str) -> int | None:
     """Epoch microseconds (UTC) of an RFC 3339 date-time, or None if it is not one."""
-    m = _RFC3339.match(text)
+    m = _RFC3339.fullmatch(text)
     if m is None:
         return None
     date, clock, fraction, zone = m.groups()
@@ -99,7 +99,7 @@ def _check_currency(currency: Any) -> Invalid | None:
 
 def _check_optional(obj: dict) -> Invalid | None:
     country = obj.get("country")
-    if country is not None and not (isinstance(country, str) and _COUNTRY.match(country)):
+    if country is not None and not (isinstance(country, str) and _COUNTRY.fullmatch(country)):
         return Invalid(Reason.BAD_COUNTRY, f"country {str(country)[:10]!r} is not ISO 3166 alpha-2")
     metadata = obj.get("metadata")
     if metadata is not None and not (

@@ -91,7 +91,7 @@ def check_request(obj: Any) -> PaymentRequest | Invalid:
         shown = obj["created_at"][:40]
         return Invalid(Reason.BAD_TIMESTAMP, f"created_at {shown!r} is not RFC 3339")
     country = obj.get("country")
-    if country is not None and not _COUNTRY.match(country):
+    if country is not None and not _COUNTRY.fullmatch(country):
         return Invalid(Reason.BAD_COUNTRY, f"country {country[:10]!r} is not ISO 3166 alpha-2")
     metadata = obj.get("metadata")
     if metadata is not None and not (

@@ -9,6 +9,7 @@ column and the detail of a row that cannot be converted.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import NamedTuple
 
 import polars as pl
@@ -164,9 +165,19 @@ def _time(column: str, timezone: str, dtype: pl.DataType) -> pl.Expr:
     return local.dt.convert_time_zone("UTC")
 
 
+# Balance transactions happen after the Unix epoch; the last second an RFC 3339 time (a
+# four-digit year) can name is the other bound. Polars parses year 0, which Python (and so
+# every consumer of the rows) has no datetime for.
+_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+_LATEST = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
+
+
 def _time_checks(column: str, timezone: str, alias: str, required: bool) -> list[Check]:
     checks = [_empty(column)] if required else []
     bad = pl.col(column).is_not_null() & pl.col(alias).is_null()
     example = f" is not a time like 2026-11-20 13:45:01 ({timezone})"
     checks.append((bad, _error(Reason.BAD_TIMESTAMP, column, _quoted(column), example)))
+    outside = pl.col(alias).is_not_null() & ~pl.col(alias).is_between(_EARLIEST, _LATEST)
+    between = " is not between 1970-01-01 and 9999-12-31 (UTC)"
+    checks.append((outside, _error(Reason.BAD_TIMESTAMP, column, _quoted(column), between)))
     return checks
