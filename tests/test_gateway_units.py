@@ -124,6 +124,19 @@ def test_calls_in_flight_during_a_cut_do_not_cut_again_for_the_same_surge() -> N
     assert [c.limit for c in changes] == [4, 2]
 
 
+def test_a_ceiling_drops_a_higher_limit_and_stops_its_growth() -> None:
+    controller, changes = _controller(initial=12, maximum=16, increase_after=1)
+    cut = controller.set_ceiling(6, "alert:rate_429")
+    assert cut is not None and (cut.previous, cut.limit, cut.reason) == (12, 6, "alert:rate_429")
+    assert changes == []  # the caller reports a forced change
+    for _ in range(10):
+        controller.on_success()
+    assert controller.limit == 6
+    assert controller.set_ceiling(99, "recovered") is None and controller.ceiling == 16
+    controller.on_success()
+    assert [c.limit for c in changes] == [7]
+
+
 def test_impossible_concurrency_settings_are_refused() -> None:
     with pytest.raises(ValueError, match="minimum <= initial <= maximum"):
         AimdSettings(initial=8, maximum=4)
