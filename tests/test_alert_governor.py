@@ -45,8 +45,9 @@ def _governor(
 
 def test_an_overload_alert_halves_the_ceiling_and_doubles_the_backoff() -> None:
     governor, controller, _ = _governor(initial=12)
-    change = governor.on_alert(_alert(0))
-    assert change is not None
+    verdict = governor.on_alert(_alert(0))
+    change = verdict.change
+    assert verdict.what == "cut" and change is not None
     assert (change.direction, change.reason) == ("decrease", "alert:rate_429")
     assert (change.previous_ceiling, change.ceiling) == (16, 8)
     assert (change.previous_limit, change.limit) == (12, 8)  # the limit drops under it
@@ -64,13 +65,14 @@ def test_the_limit_does_not_grow_past_a_lowered_ceiling() -> None:
 
 def test_cuts_stop_at_the_minimum_and_the_backoff_at_its_cap() -> None:
     governor, controller, clock = _governor(minimum=3, cooldown_s=60, max_backoff=4.0)
-    changes = []
+    verdicts = []
     for minute in range(5):
-        changes.append(governor.on_alert(_alert(minute)))
+        verdicts.append(governor.on_alert(_alert(minute)))
         clock.advance(60)
-    assert [(c.ceiling, c.backoff) for c in changes if c] == [(8, 2.0), (4, 4.0), (3, 4.0)]
-    assert changes[3:] == [None, None]  # at the floor: nothing left to change
-    assert (controller.ceiling, governor.backoff, governor.held) == (3, 4.0, 2)
+    cuts = [(v.change.ceiling, v.change.backoff) for v in verdicts if v.change]
+    assert cuts == [(8, 2.0), (4, 4.0), (3, 4.0)]
+    assert [v.what for v in verdicts[3:]] == ["held", "held"]  # nothing left to cut
+    assert (controller.ceiling, governor.backoff) == (3, 4.0)
 
 
 def test_alerts_inside_the_cooldown_cut_once() -> None:
@@ -78,16 +80,16 @@ def test_alerts_inside_the_cooldown_cut_once() -> None:
     first = governor.on_alert(_alert(0))
     clock.advance(1)
     others = [governor.on_alert(a) for a in (_alert(1), _alert(0, "latency_p95"))]
-    assert first is not None and others == [None, None]
-    assert (controller.ceiling, governor.held) == (8, 2)
+    assert first.what == "cut" and [v.what for v in others] == ["held", "held"]
+    assert controller.ceiling == 8
     clock.advance(60)
-    assert governor.on_alert(_alert(2)) is not None
+    assert governor.on_alert(_alert(2)).what == "cut"
     assert controller.ceiling == 4
 
 
 def test_duplicates_other_gateways_other_metrics_and_stale_alerts_change_nothing() -> None:
     governor, controller, clock = _governor(max_age_s=300, cooldown_s=1)
-    assert governor.on_alert(_alert(0)) is not None
+    assert governor.on_alert(_alert(0)).what == "cut"
     clock.advance(10)
     ignored = [
         _alert(0),  # the telemetry job republished the same id
@@ -97,10 +99,11 @@ def test_duplicates_other_gateways_other_metrics_and_stale_alerts_change_nothing
         _alert(1, metric="conversion"),
         _alert(-10),  # its window ended 10 minutes ago
     ]
-    assert [governor.on_alert(a) for a in ignored] == [None] * 6
-    assert governor.ignored == {"duplicate": 1, "other_gateway": 2, "other_metric": 2, "stale": 1}
-    assert (controller.ceiling, governor.backoff, governor.held) == (8, 2.0, 0)
-    assert governor.on_alert(_alert(1, gateway="voucher")) is not None  # it runs voucher too
+    assert [governor.on_alert(a).what for a in ignored] == [
+        "duplicate", "other_gateway", "other_gateway", "other_metric", "other_metric", "stale",
+    ]  # fmt: skip
+    assert (controller.ceiling, governor.backoff) == (8, 2.0)
+    assert governor.on_alert(_alert(1, gateway="voucher")).what == "cut"  # it runs voucher
 
 
 def test_recovery_waits_for_the_quiet_period_then_goes_step_by_step() -> None:
@@ -113,11 +116,16 @@ def test_recovery_waits_for_the_quiet_period_then_goes_step_by_step() -> None:
     clock.advance(59)
     assert governor.tick() is None
     steps = []
-    for _ in range(8):
+    for _ in range(10):
         clock.advance(60)
         steps.append(governor.tick())
-    made = [(s.reason, s.ceiling, s.backoff) for s in steps if s is not None]
-    assert made == [("recovered", 4, 4.0), ("recovered", 8, 2.0), ("recovered", 16, 1.0)]
+    made = [(s.direction, s.reason, s.ceiling, s.backoff) for s in steps if s is not None]
+    assert made == [  # a quarter of the maximum per step
+        ("increase", "recovered", 6, 4.0),
+        ("increase", "recovered", 10, 2.0),
+        ("increase", "recovered", 14, 1.0),
+        ("increase", "recovered", 16, 1.0),
+    ]
     assert steps[0] is not None and steps[1] is None  # one step per quiet period
     assert (controller.ceiling, governor.backoff) == (16, 1.0)
 
@@ -129,9 +137,11 @@ def test_a_new_alert_during_recovery_cuts_again_and_restarts_the_quiet_period() 
     governor.on_alert(_alert(1))
     assert controller.ceiling == 4
     clock.advance(120)
-    assert governor.tick() is not None  # ceiling 8
+    assert governor.tick() is not None
+    assert controller.ceiling == 8
     clock.advance(30)
-    assert governor.on_alert(_alert(4)) is not None  # ceiling 4 again
+    assert governor.on_alert(_alert(4)).what == "cut"
+    assert controller.ceiling == 4
     clock.advance(119)
     assert governor.tick() is None
     clock.advance(1)

@@ -246,7 +246,14 @@ def test_results_and_telemetry_match_their_json_schemas() -> None:
     )
     key, value = event.record()
     assert key == request.request_id.encode()
-    assert set(json.loads(value)) == set(PAYMENT_TELEMETRY_V1.names)
+    assert set(json.loads(value)) == set(PAYMENT_TELEMETRY_V1.names) - {"ceiling"}
+    jsonschema.validate(json.loads(value), json_schema(PAYMENT_TELEMETRY_V1))
+    slowed = TelemetryEvent(
+        kind="controller", outcome="decrease", consumer_id="c1", concurrency=2,
+        previous_concurrency=4, ceiling=4, reason="alert:rate_429", backoff_ms=100.0,
+    )  # fmt: skip
+    key, value = slowed.record()
+    assert key == b"c1" and json.loads(value)["ceiling"] == 4
     jsonschema.validate(json.loads(value), json_schema(PAYMENT_TELEMETRY_V1))
 
 
@@ -288,3 +295,11 @@ def test_help_documents_the_bounded_run_flags(capsys: pytest.CaptureFixture[str]
     out = capsys.readouterr().out
     for flag in ("--max-messages", "--idle-timeout", "--route", "--give-up-after", "SIGTERM"):
         assert flag in out
+
+
+def test_alerts_are_read_from_telemetry_alerts_unless_turned_off() -> None:
+    parser = gateway.build_parser()
+    job, _, _ = gateway.job_from_args(parser.parse_args(["--alert-quiet", "30"]))
+    assert (job.alerts_topic, job.governor.quiet_s) == ("telemetry.alerts", 30.0)
+    job, _, _ = gateway.job_from_args(parser.parse_args(["--no-alerts"]))
+    assert job.alerts_topic is None

@@ -14,8 +14,10 @@ gateway down while such evidence keeps coming:
   the telemetry job can publish several minutes of one storm at once, and one storm is one
   cut per minute of it, not one per message;
 * any such alert, cut or not, restarts the **quiet** period; after ``quiet_s`` without one,
-  each ``quiet_s`` undoes one cut (the ceiling divided by ``cap_factor``, the multiplier by
-  ``backoff_factor``) until both are back at the configured values;
+  each ``quiet_s`` is one **recovery step**: the ceiling grows by ``recovery_share`` of the
+  maximum (at least 1) and the multiplier is divided by ``backoff_factor``, until both are
+  back at the configured values. Down fast, up gradually, as AIMD itself: a storm that
+  halved the ceiling twice is undone in four steps of a quarter, not in one jump;
 * ignored: an alert id already seen (the telemetry job republishes an id when a batch is
   retried or late data completes its window), an alert for another gateway or for the
   aggregate ``gateway=*`` (whose gateway's own series alerts too), an alert on another
@@ -37,7 +39,6 @@ from __future__ import annotations
 import json
 import math
 import threading
-from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -93,6 +94,7 @@ class GovernorSettings:
 
     metrics: frozenset[str] = OVERLOAD_METRICS
     cap_factor: float = 0.5
+    recovery_share: float = 0.25
     backoff_factor: float = 2.0
     max_backoff: float = 8.0
     cooldown_s: float = 60.0
@@ -102,6 +104,8 @@ class GovernorSettings:
     def __post_init__(self) -> None:
         if not 0.0 < self.cap_factor < 1.0:
             raise ValueError(f"cap_factor must be in (0, 1), got {self.cap_factor}")
+        if not 0.0 < self.recovery_share <= 1.0:
+            raise ValueError(f"recovery_share must be in (0, 1], got {self.recovery_share}")
         if self.backoff_factor < 1.0 or self.max_backoff < 1.0:
             raise ValueError("backoff_factor and max_backoff must be at least 1")
         if min(self.cooldown_s, self.quiet_s, self.max_age_s) <= 0:
@@ -129,14 +133,19 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """What one alert did: ``cut`` (with its ``change``), ``held`` (accepted inside a
+    cooldown, or with nothing left to cut: it only restarts the quiet period) or why it was
+    ignored (``duplicate``, ``other_gateway``, ``other_metric``, ``stale``)."""
+
+    what: str
+    change: GovernorChange | None = None
+
+
 class AlertGovernor:
     """Applies alerts for ``gateways`` to ``controller``'s ceiling and to a backoff
-    multiplier (:attr:`backoff`, read by the retry path). Thread-safe.
-
-    ``ignored`` counts the alerts that changed nothing by why (``duplicate``, ``stale``,
-    ``other_gateway``, ``other_metric``); ``held`` the accepted ones inside a cooldown (or at
-    the floor already), which only restart the quiet period.
-    """
+    multiplier (:attr:`backoff`, read by the retry path). Thread-safe."""
 
     def __init__(
         self,
@@ -152,19 +161,16 @@ class AlertGovernor:
         self._lock = threading.Lock()
         self._seen: dict[str, datetime] = {}  # alert_id -> window_end, pruned when stale
         self._backoff = 1.0
-        self._cuts = 0  # cuts not yet undone
         self._last_cut: datetime | None = None
         self._quiet_since: datetime | None = None  # last accepted alert or recovery step
-        self.ignored: Counter = Counter()
-        self.held = 0
 
     @property
     def backoff(self) -> float:
         """The factor on the retry policy's base delay (1.0: as configured)."""
         return self._backoff
 
-    def on_alert(self, alert: Alert) -> GovernorChange | None:
-        """Apply one alert; the change it made, or None."""
+    def on_alert(self, alert: Alert) -> Verdict:
+        """Apply one alert."""
         s = self.settings
         with self._lock:
             now = self._clock()
@@ -172,8 +178,7 @@ class AlertGovernor:
             self._seen = {k: end for k, end in self._seen.items() if end >= oldest}
             ignored = self._ignore_reason(alert, oldest)
             if ignored:
-                self.ignored[ignored] += 1
-                return None
+                return Verdict(ignored)
             self._seen[alert.alert_id] = alert.window_end
             self._quiet_since = now
             cooling = self._last_cut is not None and now - self._last_cut < timedelta(
@@ -185,28 +190,26 @@ class AlertGovernor:
             )
             backoff = min(s.max_backoff, self._backoff * s.backoff_factor)
             if cooling or (ceiling, backoff) == (self._controller.ceiling, self._backoff):
-                self.held += 1
-                return None
+                return Verdict("held")
             self._last_cut = now
-            self._cuts += 1
-            return self._apply("decrease", f"alert:{alert.metric}", ceiling, backoff, alert)
+            change = self._apply("decrease", f"alert:{alert.metric}", ceiling, backoff, alert)
+            return Verdict("cut", change)
 
     def tick(self) -> GovernorChange | None:
         """One recovery step when the quiet period has passed; call it often."""
         s = self.settings
         with self._lock:
-            if not self._cuts or self._quiet_since is None:
+            maximum = self._controller.settings.maximum
+            slowed = self._controller.ceiling < maximum or self._backoff > 1.0
+            if not slowed or self._quiet_since is None:
                 return None
             now = self._clock()
             if now - self._quiet_since < timedelta(seconds=s.quiet_s):
                 return None
             self._quiet_since = now
-            self._cuts -= 1
-            maximum = self._controller.settings.maximum
-            ceiling = min(maximum, math.ceil(self._controller.ceiling / s.cap_factor))
+            step = max(1, math.ceil(maximum * s.recovery_share))
+            ceiling = min(maximum, self._controller.ceiling + step)
             backoff = max(1.0, self._backoff / s.backoff_factor)
-            if not self._cuts:  # the last step lands exactly on the configured values
-                ceiling, backoff = maximum, 1.0
             return self._apply("increase", RECOVERED, ceiling, backoff, None)
 
     def _ignore_reason(self, alert: Alert, oldest: datetime) -> str:
