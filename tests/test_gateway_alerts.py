@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from pydantic import SecretStr
 
 from pipelines import gateway
 from pipelines.gateway_summary import GatewaySummary
+from pipelines.gateway_worker import Paid, PaymentWorker
 from pipelines.telemetry import main as telemetry
 from tests.gateway_helpers import (
     PI_PATH,
@@ -30,6 +32,12 @@ from tests.gateway_helpers import (
 from tests.kafka_helpers import new_topic, produce
 from tests.stripe_proxy import StripeProxy, rate_limited
 from tests.telemetry_helpers import traffic
+from transforms.aimd import AimdController
+from transforms.gateways import GatewaySettings, build_gateway
+from transforms.gateways.routing import Routes
+from transforms.payment_records import TelemetryEvent
+from transforms.payment_requests import DEFAULT_MAX_PAYLOAD_BYTES
+from transforms.retry import RetryPolicy, Timing
 
 if TYPE_CHECKING:
     from pipelines.broker import EmbeddedBroker
@@ -217,3 +225,27 @@ def test_unreadable_stale_and_foreign_alerts_neither_stop_nor_slow_the_gateway(
     )
     changes = _controller_events(bootstrap, topics.telemetry)
     assert not [e for e in changes if e["reason"].startswith("alert:")]
+
+
+@pytest.mark.parametrize(("factor", "backoff_ms"), [(1.0, 25.0), (4.0, 100.0)])
+def test_the_retry_path_waits_the_backoff_the_alerts_set(
+    stripe_proxy: StripeProxy, stripe_api_key: str, factor: float, backoff_ms: float
+) -> None:
+    settings = GatewaySettings(SecretStr(stripe_api_key), stripe_proxy.url, 2.0, 2.0)
+    stripe = build_gateway("stripe", settings)
+    events: list[TelemetryEvent] = []
+    worker = PaymentWorker(
+        {"stripe": stripe}, Routes("stripe", {}), RetryPolicy(base_delay_s=0.05),
+        AimdController(), events.append, threading.Event(), consumer_id="c1",
+        max_payload_bytes=DEFAULT_MAX_PAYLOAD_BYTES, timing=Timing(jitter=lambda: 0.5),
+        backoff=lambda: factor,
+    )  # fmt: skip
+    stripe_proxy.inject(rate_limited(retry_after=None), path=PI_PATH)
+    try:
+        outcome = worker.process(encode(payment_request(1)))
+    finally:
+        stripe.close()
+
+    assert isinstance(outcome, Paid) and outcome.attempts == 2
+    (retry,) = [e for e in events if e.outcome == "retry"]
+    assert retry.backoff_ms == pytest.approx(backoff_ms)  # jitter 0.5 x 0.05 s x factor
