@@ -77,6 +77,16 @@ def positive_seconds(text: str) -> float:
     return value
 
 
+def factor(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 1:
+        raise argparse.ArgumentTypeError(f"{value:g} is less than 1 (1: never slower)")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -283,7 +293,7 @@ def _add_alert_flags(group: argparse._ArgumentGroup) -> None:
         )
     group.add_argument(
         "--alert-max-backoff",
-        type=float,
+        type=factor,
         default=8.0,
         help="The highest factor alerts raise the backoff base to (default: %(default)s).",
     )
@@ -318,15 +328,6 @@ def job_from_args(args: argparse.Namespace) -> tuple[GatewayJob, GatewaySettings
         )
     except ValueError as exc:
         raise GatewayConfigError(f"--concurrency/--min-/--max-concurrency: {exc}") from None
-    try:
-        governor = GovernorSettings(
-            max_backoff=args.alert_max_backoff,
-            cooldown_s=args.alert_cooldown,
-            quiet_s=args.alert_quiet,
-            max_age_s=args.alert_max_age,
-        )
-    except ValueError as exc:
-        raise GatewayConfigError(f"--alert-max-backoff: {exc}") from None
     secret = os.environ.get(API_KEY_ENV)
     settings = GatewaySettings(
         stripe_api_key=SecretStr(secret) if secret else None,
@@ -358,7 +359,12 @@ def job_from_args(args: argparse.Namespace) -> tuple[GatewayJob, GatewaySettings
         ),
         aimd=aimd,
         alerts_topic=None if args.no_alerts else args.alerts_topic,
-        governor=governor,
+        governor=GovernorSettings(
+            max_backoff=args.alert_max_backoff,
+            cooldown_s=args.alert_cooldown,
+            quiet_s=args.alert_quiet,
+            max_age_s=args.alert_max_age,
+        ),
         request_timeout_s=args.stripe_connect_timeout + args.stripe_timeout,
     )
     return job, settings, names

@@ -282,11 +282,14 @@ def test_a_configuration_mistake_exits_2_with_one_line(
     assert message in err and len(err.strip().splitlines()) == 1
 
 
-def test_a_bad_flag_value_exits_2_naming_the_flag(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("flag", [["--idle-timeout", "-1"], ["--alert-max-backoff", "0.5"]])
+def test_a_bad_flag_value_exits_2_naming_the_flag(
+    flag: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit) as exited:
-        gateway.main(["--idle-timeout", "-1"])
+        gateway.main(flag)
     assert exited.value.code == 2
-    assert "--idle-timeout" in capsys.readouterr().err
+    assert flag[0] in capsys.readouterr().err
 
 
 def test_help_documents_the_bounded_run_flags(capsys: pytest.CaptureFixture[str]) -> None:
