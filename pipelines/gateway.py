@@ -13,6 +13,16 @@ Transient failures (429, 5xx, timeouts, dropped connections) are retried with ex
 backoff and full jitter, never sooner than the server's Retry-After; an AIMD controller
 halves the number of concurrent calls on a 429 or a timeout and adds one back after
 --increase-after successes, so a rate-limit surge slows the consumer instead of failing it.
+It also listens to the telemetry job's alerts (--alerts-topic, on by default; --no-alerts
+turns it off): an alert for a gateway it runs of a 429 surge or a latency p95 spike halves
+the ceiling the concurrency may grow to and doubles the backoff base (at most once per
+--alert-cooldown); after --alert-quiet seconds without such an alert, each --alert-quiet
+gives a quarter of --max-concurrency back to the ceiling and halves the backoff factor,
+until the configured values are back. Error-rate and
+conversion alerts do not slow it down (waiting fixes neither), nor do alerts for other
+gateways, repeated alert ids, or alerts whose window ended more than --alert-max-age ago
+(it reads the alerts of that last stretch at start). Every such change is a controller
+telemetry event with reason alert:<metric> or recovered, and counted in the summary.
 Offsets are committed only after the result or dead letter was acknowledged by the broker.
 
 It runs until SIGTERM or SIGINT (finishing the calls in flight, then committing), or
@@ -45,6 +55,7 @@ from pipelines.gateway_service import GatewayJob, GatewayService
 from pipelines.gateway_summary import GatewaySummary
 from pipelines.gateway_worker import GatewayMisconfigured, GatewayUnavailable
 from transforms.aimd import AimdSettings
+from transforms.alert_governor import GovernorSettings
 from transforms.gateways import GATEWAYS, GatewayConfigError, GatewaySettings, build_gateway
 from transforms.gateways.routing import Routes, parse_pairs
 from transforms.kafka_config import parse_overrides
@@ -63,6 +74,16 @@ def positive_seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"{value:g} is not more than 0 seconds")
+    return value
+
+
+def factor(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 1:
+        raise argparse.ArgumentTypeError(f"{value:g} is less than 1 (1: never slower)")
     return value
 
 
@@ -118,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_gateway_flags(parser.add_argument_group("gateways"))
     _add_flow_flags(parser.add_argument_group("retries and concurrency"))
+    _add_alert_flags(parser.add_argument_group("telemetry alerts (slowing down by itself)"))
     bounds = parser.add_argument_group("bounded runs (tests, micro-batches)")
     bounds.add_argument(
         "--max-messages",
@@ -249,6 +271,34 @@ def _add_flow_flags(group: argparse._ArgumentGroup) -> None:
     )
 
 
+def _add_alert_flags(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--alerts-topic",
+        default="telemetry.alerts",
+        help="Alerts of payrecon telemetry to act on (default: %(default)s).",
+    )
+    group.add_argument(
+        "--no-alerts",
+        action="store_true",
+        help="Do not read alerts: only the calls' own 429s and timeouts set the concurrency.",
+    )
+    for flag, default, text in (
+        ("--alert-cooldown", 60.0, "At most one slow-down per this many seconds (one alert "
+         "window), however many alerts arrive"),
+        ("--alert-quiet", 120.0, "Seconds without an alert before each recovery step"),
+        ("--alert-max-age", 300.0, "Alerts whose window ended longer ago are ignored"),
+    ):  # fmt: skip
+        group.add_argument(
+            flag, type=positive_seconds, default=default, help=f"{text} (default: %(default)s)."
+        )
+    group.add_argument(
+        "--alert-max-backoff",
+        type=factor,
+        default=8.0,
+        help="The highest factor alerts raise the backoff base to (default: %(default)s).",
+    )
+
+
 def job_from_args(args: argparse.Namespace) -> tuple[GatewayJob, GatewaySettings, list[str]]:
     """The run's configuration; raises GatewayConfigError (exit 2) naming the flag."""
     try:
@@ -308,6 +358,13 @@ def job_from_args(args: argparse.Namespace) -> tuple[GatewayJob, GatewaySettings
             deadline_s=args.give_up_after,
         ),
         aimd=aimd,
+        alerts_topic=None if args.no_alerts else args.alerts_topic,
+        governor=GovernorSettings(
+            max_backoff=args.alert_max_backoff,
+            cooldown_s=args.alert_cooldown,
+            quiet_s=args.alert_quiet,
+            max_age_s=args.alert_max_age,
+        ),
         request_timeout_s=args.stripe_connect_timeout + args.stripe_timeout,
     )
     return job, settings, names

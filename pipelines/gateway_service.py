@@ -11,6 +11,9 @@ long-running service whose every message has a side effect (a payment). The loop
 3. commits a partition's offset only past messages whose result or dead letter the broker
    acknowledged (:class:`~transforms.offset_tracker.OffsetTracker`), every
    ``commit_interval_s`` and at the end.
+4. reads ``telemetry.alerts`` (:class:`~pipelines.gateway_alerts.AlertFeed`): an alert
+   of a 429 surge or a latency spike lowers the AIMD ceiling and raises the retry backoff,
+   quiet minutes restore them step by step (:mod:`transforms.alert_governor`).
 
 A crash between a payment and its commit redelivers the request; its idempotency key makes
 the gateway replay the first payment, so a request is paid once and its result published
@@ -33,11 +36,13 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from pipelines.gateway_alerts import AlertFeed
 from pipelines.gateway_outputs import GatewayOutputs, offset_of
 from pipelines.gateway_summary import GatewaySummary
 from pipelines.gateway_worker import PaymentWorker
 from schemas.dead_letter import dlq_topic
 from transforms.aimd import AimdController, AimdSettings, LimitChange
+from transforms.alert_governor import AlertGovernor, GovernorSettings
 from transforms.gateways import PaymentGateway
 from transforms.gateways.routing import Routes
 from transforms.kafka_admin import ensure_topics
@@ -85,6 +90,8 @@ class GatewayJob:
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     aimd: AimdSettings = field(default_factory=AimdSettings)
+    alerts_topic: str | None = None  # telemetry.alerts; None: deaf to alerts
+    governor: GovernorSettings = field(default_factory=GovernorSettings)
     request_timeout_s: float = 30.0  # the longest one gateway call can take
 
 
@@ -99,6 +106,17 @@ class GatewayService:
         self.stopping = stopping or threading.Event()
         self.summary = GatewaySummary(job.requests_topic)
         self.controller = AimdController(job.aimd, on_change=self._limit_changed)
+        self.governor = AlertGovernor(self.controller, gateways, job.governor)
+        self._alerts = None
+        if job.alerts_topic:
+            self._alerts = AlertFeed(
+                self.governor,
+                self._emit,
+                self.summary,
+                topic=job.alerts_topic,
+                consumer_id=job.consumer_id,
+                base_backoff_s=job.retry.base_delay_s,
+            )
         self.worker = PaymentWorker(
             gateways,
             job.routes,
@@ -108,6 +126,7 @@ class GatewayService:
             self.stopping,
             consumer_id=job.consumer_id,
             max_payload_bytes=job.max_payload_bytes,
+            backoff=lambda: self.governor.backoff,
         )
         self._tracker = OffsetTracker()
         self._done: queue.Queue[tuple[Message, Future]] = queue.Queue()
@@ -129,6 +148,8 @@ class GatewayService:
         job = self.job
         overrides = {"logger": _KAFKA_LOG, **job.kafka_overrides}
         topics = [job.requests_topic, job.results_topic, job.telemetry_topic]
+        if job.alerts_topic:
+            topics.append(job.alerts_topic)
         ensure_topics(
             job.bootstrap_servers,
             [*topics, dlq_topic(job.requests_topic)],
@@ -151,6 +172,8 @@ class GatewayService:
         initial = self.controller.limit
         executor = ThreadPoolExecutor(job.aimd.maximum, thread_name_prefix="payrecon-gateway")
         try:
+            if self._alerts is not None:
+                self._alerts.open(job.bootstrap_servers, job.group_id, overrides)
             self._consumer.subscribe(
                 [job.requests_topic], on_assign=self._assigned, on_revoke=self._revoked
             )
@@ -162,6 +185,7 @@ class GatewayService:
             c = self.controller
             self.summary.concurrency = (initial, c.lowest, c.highest, c.limit)
             self.summary.changes = (c.increases, c.decreases)
+            self.summary.ceiling_and_backoff = (c.ceiling, self.governor.backoff)
             self.summary.seconds = time.monotonic() - started
         if self._failure is not None:
             raise self._failure
@@ -185,6 +209,8 @@ class GatewayService:
         assert consumer is not None and outputs is not None
         while self._failure is None:
             self._publish_outcomes(timeout=0)
+            if self._alerts is not None:
+                self._alerts.step()
             outputs.poll()
             self._commit_if_due()
             stop = self._stop_reason()
@@ -274,6 +300,7 @@ class GatewayService:
                 consumer_id=self.job.consumer_id,
                 concurrency=change.limit,
                 previous_concurrency=change.previous,
+                ceiling=self.controller.ceiling,
                 reason=change.reason,
             )
         )
@@ -340,3 +367,5 @@ class GatewayService:
             self._fail(exc)
         if consumer is not None:
             consumer.close()
+        if self._alerts is not None:
+            self._alerts.close()

@@ -30,6 +30,9 @@ class GatewaySummary:
     telemetry_lost: int = 0
     concurrency: tuple[int, int, int, int] = (0, 0, 0, 0)  # initial, lowest, highest, final
     changes: tuple[int, int] = (0, 0)  # increases, decreases
+    alerts: Counter = field(default_factory=Counter)  # telemetry alerts read, by verdict
+    governor: Counter = field(default_factory=Counter)  # alert-driven changes, by reason
+    ceiling_and_backoff: tuple[int, float] = (0, 1.0)  # final ceiling, backoff factor
     committed: dict = field(default_factory=dict)  # (topic, partition) -> offset
     seconds: float = 0.0
     stopped_by: str = ""
@@ -86,6 +89,10 @@ class GatewaySummary:
                 f"{self.longest_backoff_s:.2f}s",
                 f"  concurrency: started {initial}, lowest {lowest}, highest {highest}, "
                 f"final {final} ({self.changes[0]} increases, {self.changes[1]} decreases)",
+                f"  telemetry alerts: {sum(self.alerts.values()):,} read"
+                f"{_breakdown(self.alerts)}; slowed down / recovered: "
+                f"{sum(self.governor.values()):,}{_breakdown(self.governor)}; final ceiling "
+                f"{self.ceiling_and_backoff[0]}, backoff x{self.ceiling_and_backoff[1]:g}",
                 f"  telemetry events: {self.telemetry_sent:,} published, "
                 f"{self.telemetry_lost:,} lost",
                 f"  committed offsets: {committed or 'none'}",

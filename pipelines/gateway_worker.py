@@ -64,7 +64,8 @@ class PaymentWorker:
     """Thread-safe: one instance serves every worker thread.
 
     ``emit`` receives each telemetry event; ``stopping`` set means finish nothing new:
-    a request waiting to retry is abandoned at once.
+    a request waiting to retry is abandoned at once. ``backoff()`` is the factor on the
+    policy's base delay now in force (telemetry alerts raise it).
     """
 
     def __init__(
@@ -79,6 +80,7 @@ class PaymentWorker:
         consumer_id: str,
         max_payload_bytes: int,
         timing: Timing | None = None,
+        backoff: Callable[[], float] = lambda: 1.0,
     ):
         self._gateways = gateways
         self._routes = routes
@@ -89,6 +91,7 @@ class PaymentWorker:
         self._consumer_id = consumer_id
         self._max_payload_bytes = max_payload_bytes
         self._timing = timing or Timing()
+        self._backoff = backoff
 
     def process(self, value: bytes | None, admitted: int | None = None) -> Outcome:
         """``admitted`` is the controller's ticket when the consumer admitted the message:
@@ -160,7 +163,8 @@ class PaymentWorker:
         self._controller.on_failure(ticket, exc.reason)
         verdict = Verdict(True, exc.reason, exc.retry_after_s)
         elapsed = self._timing.monotonic() - first_started
-        delay = self._policy.next_delay(attempt, verdict, elapsed, self._timing.jitter())
+        policy = self._policy.slowed(self._backoff())
+        delay = policy.next_delay(attempt, verdict, elapsed, self._timing.jitter())
         if delay is None:
             return GatewayUnavailable(
                 f"gateway {name!r} gave no result for request {request.request_id} after "

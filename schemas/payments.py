@@ -25,7 +25,8 @@ TELEMETRY_KINDS = ("attempt", "controller")
 # attempt: success (the gateway answered with a result, a decline included), retry (a
 # transient failure, retried after backoff_ms), permanent (the gateway refused the request:
 # it is dead-lettered), give_up (the retry budget is spent); controller: increase or
-# decrease of the concurrency limit.
+# decrease of the concurrency limit, or of its ceiling and the retry backoff (an alert on
+# telemetry.alerts slows the gateway down: decrease; a quiet period undoes it: increase).
 TELEMETRY_OUTCOMES = ("success", "retry", "permanent", "give_up", "increase", "decrease")
 
 PAYMENT_REQUEST_V1 = versioned(
@@ -176,7 +177,8 @@ PAYMENT_TELEMETRY_V1 = versioned(
             "reason",
             pa.string(),
             "Classified failure: http_429, http_500, timeout, connection ...; for a "
-            "controller event, the signal that caused it.",
+            "controller event, the signal that caused it (http_429, timeout, successes, "
+            "alert:<metric> for a telemetry alert, recovered after one).",
             nullable=True,
         ),
         field("error_code", pa.string(), "The gateway's code (rate_limit ...).", nullable=True),
@@ -190,7 +192,8 @@ PAYMENT_TELEMETRY_V1 = versioned(
             "backoff_ms",
             pa.float64(),
             "The wait before the next attempt (retry only): jittered backoff, or the "
-            "server's Retry-After when longer.",
+            "server's Retry-After when longer. Controller events: the backoff base in "
+            "force after it (--backoff-base times the telemetry alerts' factor).",
             nullable=True,
         ),
         field(
@@ -210,6 +213,14 @@ PAYMENT_TELEMETRY_V1 = versioned(
             pa.int32(),
             "The limit before a controller event.",
             nullable=True,
+        ),
+        field(
+            "ceiling",
+            pa.int32(),
+            "Controller events: the highest the limit may grow to after it (the maximum "
+            "concurrency, or lower while telemetry alerts hold the gateway down).",
+            required=False,
+            minimum=1,
         ),
         field("amount", pa.int64(), "Amount requested, minor units.", nullable=True),
         field("currency", pa.string(), "ISO 4217 code, lowercase.", nullable=True),

@@ -126,6 +126,19 @@ def test_calls_in_flight_during_a_cut_do_not_cut_again_for_the_same_surge() -> N
     assert [c.limit for c in changes] == [4, 2]
 
 
+def test_a_ceiling_drops_a_higher_limit_and_stops_its_growth() -> None:
+    controller, changes = _controller(initial=12, maximum=16, increase_after=1)
+    cut = controller.set_ceiling(6, "alert:rate_429")
+    assert cut is not None and (cut.previous, cut.limit, cut.reason) == (12, 6, "alert:rate_429")
+    assert changes == []  # the caller reports a forced change
+    for _ in range(10):
+        controller.on_success()
+    assert controller.limit == 6
+    assert controller.set_ceiling(99, "recovered") is None and controller.ceiling == 16
+    controller.on_success()
+    assert [c.limit for c in changes] == [7]
+
+
 def test_impossible_concurrency_settings_are_refused() -> None:
     with pytest.raises(ValueError, match="minimum <= initial <= maximum"):
         AimdSettings(initial=8, maximum=4)
@@ -235,7 +248,14 @@ def test_results_and_telemetry_match_their_json_schemas() -> None:
     )
     key, value = event.record()
     assert key == request.request_id.encode()
-    assert set(json.loads(value)) == set(PAYMENT_TELEMETRY_V1.names)
+    assert set(json.loads(value)) == set(PAYMENT_TELEMETRY_V1.names) - {"ceiling"}
+    jsonschema.validate(json.loads(value), json_schema(PAYMENT_TELEMETRY_V1))
+    slowed = TelemetryEvent(
+        kind="controller", outcome="decrease", consumer_id="c1", concurrency=2,
+        previous_concurrency=4, ceiling=4, reason="alert:rate_429", backoff_ms=100.0,
+    )  # fmt: skip
+    key, value = slowed.record()
+    assert key == b"c1" and json.loads(value)["ceiling"] == 4
     jsonschema.validate(json.loads(value), json_schema(PAYMENT_TELEMETRY_V1))
 
 
@@ -264,11 +284,14 @@ def test_a_configuration_mistake_exits_2_with_one_line(
     assert message in err and len(err.strip().splitlines()) == 1
 
 
-def test_a_bad_flag_value_exits_2_naming_the_flag(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("flag", [["--idle-timeout", "-1"], ["--alert-max-backoff", "0.5"]])
+def test_a_bad_flag_value_exits_2_naming_the_flag(
+    flag: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit) as exited:
-        gateway.main(["--idle-timeout", "-1"])
+        gateway.main(flag)
     assert exited.value.code == 2
-    assert "--idle-timeout" in capsys.readouterr().err
+    assert flag[0] in capsys.readouterr().err
 
 
 def test_help_documents_the_bounded_run_flags(capsys: pytest.CaptureFixture[str]) -> None:
@@ -277,3 +300,11 @@ def test_help_documents_the_bounded_run_flags(capsys: pytest.CaptureFixture[str]
     out = capsys.readouterr().out
     for flag in ("--max-messages", "--idle-timeout", "--route", "--give-up-after", "SIGTERM"):
         assert flag in out
+
+
+def test_alerts_are_read_from_telemetry_alerts_unless_turned_off() -> None:
+    parser = gateway.build_parser()
+    job, _, _ = gateway.job_from_args(parser.parse_args(["--alert-quiet", "30"]))
+    assert (job.alerts_topic, job.governor.quiet_s) == ("telemetry.alerts", 30.0)
+    job, _, _ = gateway.job_from_args(parser.parse_args(["--no-alerts"]))
+    assert job.alerts_topic is None

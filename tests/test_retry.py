@@ -141,6 +141,13 @@ def test_backoff_is_exponential_with_full_jitter_and_a_cap() -> None:
     assert policy.backoff_s(3, 0.0) == 0.0
 
 
+def test_a_slowed_policy_waits_longer_but_never_past_its_cap() -> None:
+    policy = RetryPolicy(base_delay_s=1.0, max_delay_s=5.0)
+    slowed = policy.slowed(4.0)
+    assert [slowed.backoff_s(n, 0.5) for n in (1, 2)] == [2.0, 2.5]
+    assert policy.slowed(1.0) is policy
+
+
 def test_a_server_retry_after_longer_than_the_backoff_wins() -> None:
     policy = RetryPolicy(base_delay_s=0.1)
     verdict = Verdict(True, "http_429", retry_after_s=4.0)

@@ -9,6 +9,12 @@ and lets it speed up again once the gateway copes, instead of failing it.
 One congestion event decreases the limit once: calls that were already in flight when the
 limit was cut (they started with an older :meth:`AimdController.ticket`) report their own
 429s for the same surge, and those are not counted again.
+
+A **ceiling** (:meth:`AimdController.set_ceiling`, at most ``maximum``) lets a slower signal
+hold the limit down: the telemetry alerts of ``transforms.alert_governor``, which see a
+surge across every consumer and minute, lower the ceiling, and additive increase stops
+there until they raise it again. One limiter, two inputs: the calls' own 429s cut the limit
+at once, the alerts keep it from growing back into the storm.
 """
 
 from __future__ import annotations
@@ -54,7 +60,10 @@ class LimitChange:
 
 
 class AimdController:
-    """Thread-safe. ``on_change`` is called (outside the lock) after every change."""
+    """Thread-safe. ``on_change`` is called (outside the lock) after every change the
+    controller makes by itself (successes, congestion); a change that
+    :meth:`set_ceiling` forces is returned to its caller instead, who reports it with its
+    own reason."""
 
     def __init__(
         self,
@@ -65,6 +74,7 @@ class AimdController:
         self._on_change = on_change
         self._lock = threading.Lock()
         self._limit = self.settings.initial
+        self._ceiling = self.settings.maximum
         self._generation = 0
         self._streak = 0
         self.lowest = self.highest = self._limit
@@ -74,6 +84,21 @@ class AimdController:
     def limit(self) -> int:
         return self._limit
 
+    @property
+    def ceiling(self) -> int:
+        return self._ceiling
+
+    def set_ceiling(self, ceiling: int, reason: str) -> LimitChange | None:
+        """Let the limit grow no higher than ``ceiling`` (kept within ``[minimum,
+        maximum]``); a limit above it drops to it at once. Returns that change of the limit,
+        if any (not passed to ``on_change``)."""
+        with self._lock:
+            self._ceiling = min(self.settings.maximum, max(self.settings.minimum, ceiling))
+            if self._limit <= self._ceiling:
+                return None
+            self._generation += 1  # the calls in flight do not cut the lowered limit again
+            return self._set(self._ceiling, "decrease", reason)
+
     def ticket(self) -> int:
         """Take before a call; give it back to :meth:`on_failure`."""
         with self._lock:
@@ -82,7 +107,7 @@ class AimdController:
     def on_success(self) -> None:
         with self._lock:
             self._streak += 1
-            if self._streak < self.settings.increase_after or self._limit >= self.settings.maximum:
+            if self._streak < self.settings.increase_after or self._limit >= self._ceiling:
                 return
             change = self._set(self._limit + 1, "increase", "successes")
         self._notify(change)

@@ -1,8 +1,10 @@
 """The gateway consumer's output messages: payment results and telemetry, as Kafka records.
 
 Each record is ``(key, value)`` bytes; the values are JSON objects of
-``schemas.payments.PAYMENT_RESULT_V1`` and ``PAYMENT_TELEMETRY_V1`` (every field present,
-null where it does not apply; times RFC 3339 UTC with microseconds).
+``schemas.payments.PAYMENT_RESULT_V1`` and ``PAYMENT_TELEMETRY_V1`` (every required field
+present, null where it does not apply; an optional one, added to v1 later, only when it
+applies, so a reader of the older v1 sees what it knows; times RFC 3339 UTC with
+microseconds).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from schemas.fields import is_required
 from schemas.payments import PAYMENT_TELEMETRY_V1
 from transforms.gateways.base import GatewayResult
 from transforms.payment_requests import PaymentRequest
@@ -72,6 +75,7 @@ class TelemetryEvent:
     backoff_ms: float | None = None
     retry_after_ms: float | None = None
     previous_concurrency: int | None = None
+    ceiling: int | None = None
     amount: int | None = None
     currency: str | None = None
     payment_method_type: str | None = None
@@ -95,7 +99,11 @@ class TelemetryEvent:
 
     def record(self) -> tuple[bytes, bytes]:
         """Keyed by the request, or by the consumer for controller events."""
-        value = {name: getattr(self, name) for name in PAYMENT_TELEMETRY_V1.names}
+        value = {
+            f.name: getattr(self, f.name)
+            for f in PAYMENT_TELEMETRY_V1
+            if is_required(f) or getattr(self, f.name) is not None
+        }
         value["at"] = rfc3339(self.at)
         return (self.request_id or self.consumer_id).encode(), _encode(value)
 

@@ -16,7 +16,7 @@ import email.utils
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC
 from typing import Any, TypeVar
 
@@ -153,6 +153,13 @@ class RetryPolicy:
             raise ValueError("base_delay_s and max_delay_s must not be negative")
         if self.deadline_s is not None and self.deadline_s <= 0:
             raise ValueError(f"deadline_s must be positive or None, got {self.deadline_s}")
+
+    def slowed(self, factor: float) -> RetryPolicy:
+        """The same policy with its base delay multiplied by ``factor`` (telemetry alerts
+        slow the retries of an overloaded gateway down); ``max_delay_s`` still caps it."""
+        if factor == 1.0:
+            return self
+        return replace(self, base_delay_s=self.base_delay_s * factor)
 
     def backoff_s(self, retry: int, jitter: float) -> float:
         """The jittered wait before retry number ``retry`` (1-based); ``jitter`` in [0, 1)."""
