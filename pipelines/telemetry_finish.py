@@ -9,8 +9,10 @@
   request is (or was) on, from all of that day's requests.
 
 * Anomalies: the minute windows the batch touched are scored against their history
-  (``pipelines.telemetry_alerts``): ``telemetry_anomalies``, and one message per anomaly
-  on the alerts topic.
+  (``pipelines.telemetry_alerts``), and each cohort's conversion in them is tested against
+  its own recent past (``pipelines.telemetry_cohorts``, which also fills the drop columns of
+  ``payment_conversion``): ``telemetry_anomalies``, and one message per anomaly on the
+  alerts topic.
 
 Everything is upserted in one transaction with the run's ``recon_health`` row; then the
 alerts are published, and only then are the group's offsets committed (forward only).
@@ -29,6 +31,7 @@ import pyarrow.compute as pc
 
 from pipelines.run_health import health_row
 from pipelines.telemetry_alerts import ANOMALIES, detect_anomalies, publish_alerts
+from pipelines.telemetry_cohorts import detect_cohort_drops, with_cohort_drops
 from schemas.dead_letter import DEAD_LETTER_V1
 from schemas.tables import TABLES
 from transforms.kafka_offsets import ReadPlan, commit_offsets
@@ -159,7 +162,7 @@ def recompute_conversion(
             run_id=pl.lit(run_id),
         )
     )
-    zeros = emptied.select(CONVERSION.schema.names).to_arrow().cast(CONVERSION.schema)
+    zeros = emptied.select(rolled.schema.names).to_arrow().cast(rolled.schema)
     return pa.concat_tables([rolled, zeros])
 
 
@@ -202,6 +205,9 @@ def finish_batch(request, plan: ReadPlan, run_id: str, staging: str, *, started:
         facts, days = merge_requests(warehouse, partials, run_id)
         conversion = recompute_conversion(warehouse, facts, days, run_id)
         anomalies = detect_anomalies(warehouse, minutely, run_id, datetime.now(UTC))
+        drops = detect_cohort_drops(warehouse, minutely, facts, run_id, datetime.now(UTC))
+        conversion = with_cohort_drops(warehouse, conversion, drops)
+        anomalies = pa.concat_tables([anomalies, drops])
         health = _health(request, plan, run_id, started, staging, state)
         warehouse.load(
             {STATE: state, MINUTELY: minutely, FACTS: facts, CONVERSION: conversion,
