@@ -11,7 +11,8 @@ error rate by reason, latency p50/p95/p99, results, successes, conversion, decli
 code, revenue per currency), the request rows (``fact_payment_requests``), conversion per
 day and cohort (``payment_conversion``), the minute windows the anomaly model finds
 anomalous (``telemetry_anomalies``: a 429 surge, a latency p95 spike, a conversion drop,
-scored against the history of the same metric by time of day and week) and the run's
+scored against the history of the same metric by time of day and week; a cohort whose
+conversion dropped significantly against its own last two hours) and the run's
 ``recon_health`` row; then one alert per anomaly to ``telemetry.alerts``; only then the
 group's offsets are committed. A run killed anywhere before the commit is repeated by the
 next run with the same result; two micro-batches give the tables one batch over the same
