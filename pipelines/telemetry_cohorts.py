@@ -17,7 +17,8 @@ metric and dims, so a retried batch republishes the same ids).
 the cohort's ``cohort_conversion`` anomalies of that day (stored, and the batch's): whether
 there was a significant drop, the first window that alerted, and the baseline conversion
 and p-value of the most significant one. They are derived from the anomalies table rather
-than kept as state of their own, so a day recomputed by a later batch keeps them.
+than kept as state of their own, so a day recomputed by a later batch keeps them. A
+warehouse written before these columns existed is widened first (:func:`widen_tables`).
 """
 
 from __future__ import annotations
@@ -45,6 +46,15 @@ CONVERSION = TABLES["payment_conversion"]
 FACTS = TABLES["fact_payment_requests"]
 _REQUEST_COLUMNS = ["request_id", *COHORT, "status", "first_call_at", "decided_at"]
 _AT = pl.coalesce("first_call_at", "decided_at")
+
+
+def widen_tables(warehouse: Warehouse) -> None:
+    """Add the cohort columns to a ``payment_conversion`` and ``telemetry_anomalies`` of a
+    warehouse from before them (the additive migration a load would make), before the batch
+    reads those tables by their current schema."""
+    for table in (CONVERSION, ANOMALIES):
+        if warehouse.has_table(table.name):
+            warehouse.ensure(table)
 
 
 def _date(d: date) -> str:

@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 
 from pipelines.run_health import health_row
 from pipelines.telemetry_alerts import ANOMALIES, detect_anomalies, publish_alerts
-from pipelines.telemetry_cohorts import detect_cohort_drops, with_cohort_drops
+from pipelines.telemetry_cohorts import detect_cohort_drops, widen_tables, with_cohort_drops
 from schemas.dead_letter import DEAD_LETTER_V1
 from schemas.tables import TABLES
 from transforms.kafka_offsets import ReadPlan, commit_offsets
@@ -201,6 +201,7 @@ def finish_batch(request, plan: ReadPlan, run_id: str, staging: str, *, started:
     state = window_state(read_staged(staging, "window_counts", WINDOW_COUNTS), run_id)
     partials = read_staged(staging, "request_partials", partial_schema())
     with open_warehouse(request.warehouse) as warehouse:
+        widen_tables(warehouse)
         minutely = recompute_windows(warehouse, state, run_id)
         facts, days = merge_requests(warehouse, partials, run_id)
         conversion = recompute_conversion(warehouse, facts, days, run_id)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 from datetime import timedelta
 
+import pyarrow as pa
 import pytest
 
 import pipelines.telemetry_finish as finish
 from pipelines.telemetry import main as telemetry
+from schemas.telemetry import CONVERSION_DROP_COLUMNS
 from tests.kafka_helpers import consume_all
 from tests.telemetry_helpers import (
     COHORTS,
@@ -181,3 +184,18 @@ def test_one_cohorts_conversion_drop_is_an_anomaly_an_alert_and_in_payment_conve
     assert dropped[0]["first_drop_at"] == min(r["window_start"] for r in found)
     assert dropped[0]["p_value"] == pytest.approx(most_significant["p_value"])
     assert dropped[0]["baseline_conversion"] == pytest.approx(most_significant["expected"])
+
+
+def test_a_warehouse_from_before_the_cohort_columns_gains_them(broker, tmp_path):
+    cohort_columns = {*CONVERSION_DROP_COLUMNS, "p_value", "tests", "events"}
+    with DuckDBWarehouse(tmp_path / "w.duckdb") as w:
+        for table_def in (finish.CONVERSION, finish.ANOMALIES):
+            fields = [f for f in table_def.schema if f.name not in cohort_columns]
+            w.ensure(replace(table_def, schema=pa.schema(fields)))
+    topics = Topics(broker.bootstrap_servers)
+    topics.publish(traffic(40, seed=5))
+    assert topics.run(tmp_path / "w.duckdb", "older") == 0
+
+    rows = table(tmp_path / "w.duckdb", "payment_conversion", "country", "attempts > 0")
+    assert rows and {r["significant_drop"] for r in rows} == {False}
+    assert table(tmp_path / "w.duckdb", "telemetry_anomalies", "window_start", "p_value > 0") == []
