@@ -12,13 +12,14 @@ error rate by reason, latency p50/p95/p99, results, successes, conversion, decli
 code, revenue per currency), the request rows (``fact_payment_requests``), conversion per
 day and cohort (``payment_conversion``), the minute windows the anomaly model finds
 anomalous (``telemetry_anomalies``: a 429 surge, a latency p95 spike, a conversion drop,
-scored against the history of the same metric by time of day and week), the lag of
-every consumer group per partition measured when the run started
-(``telemetry_consumer_lag``), the watched groups found stalled (messages waiting, no commit
-for ``--stall-after``: ``telemetry_anomalies`` too) and the run's ``recon_health`` row; then
-one alert per anomaly to ``telemetry.alerts``; only then the group's offsets are
-committed. A run killed anywhere before the commit is repeated by the next run with the
-same result; two micro-batches give the tables one batch over the same
+scored against the history of the same metric by time of day and week; a cohort whose
+conversion dropped significantly against its own last two hours), the lag of every consumer
+group per partition measured when the run started (``telemetry_consumer_lag``), the watched
+groups found stalled (messages waiting, no commit for ``--stall-after``:
+``telemetry_anomalies`` too) and the run's ``recon_health`` row; then one alert per anomaly
+to ``telemetry.alerts``; only then the group's offsets are committed. A run killed anywhere
+before the commit is repeated by the next run with the same result; two micro-batches give
+the tables one batch over the same
 messages gives. ``--repeat-every 1m`` runs micro-batches until interrupted.
 
 The windowing transforms (``transforms.telemetry_windows``) are the ones a streaming

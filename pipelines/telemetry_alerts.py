@@ -38,7 +38,8 @@ _SERIES = ["window_start", "gateway", "metric", "dimension"]
 _ANY_PARTITION = -1
 
 
-def _timestamp(t: datetime) -> str:
+def sql_timestamp(t: datetime) -> str:
+    """A UTC timestamp literal every warehouse's SQL reads."""
     return f"TIMESTAMP '{t.astimezone(UTC):%Y-%m-%d %H:%M:%S}+00:00'"
 
 
@@ -61,8 +62,8 @@ def read_history(warehouse: Warehouse, first: datetime, last: datetime, days: in
     stored = warehouse.query_arrow(
         f"SELECT {', '.join([*_SERIES, 'value', 'events'])} FROM {MINUTELY.name} "
         f"WHERE window_seconds = 60 AND dimension = '*' AND metric IN ({metrics}) "
-        f"AND window_start >= {_timestamp(first - timedelta(days=days))} "
-        f"AND window_start <= {_timestamp(last)}"
+        f"AND window_start >= {sql_timestamp(first - timedelta(days=days))} "
+        f"AND window_start <= {sql_timestamp(last)}"
     )
     frame = pl.from_arrow(stored)
     assert isinstance(frame, pl.DataFrame)
@@ -95,9 +96,14 @@ def detect_anomalies(
     stored = read_history(warehouse, first, last, config.history_days)  # type: ignore[arg-type]
     history = pl.concat([stored.join(touched, on=_SERIES, how="anti"), touched])
     found = anomalies(_model_frame(history), _model_frame(touched), config)
+    return anomaly_rows(found.rename({"points": "baseline_points"}), run_id, detected_at)
+
+
+def anomaly_rows(found: pl.DataFrame, run_id: str, detected_at: datetime) -> pa.Table:
+    """``telemetry_anomalies`` rows of a model's anomalies (its columns named as the table's,
+    the ones it has no evidence for left null), each with its deterministic ``alert_id``."""
     rows = [
-        {**row, "baseline_points": row.pop("points"),
-         "alert_id": alert_id(row["window_start"], row["metric"], row["dims"]),
+        {**row, "alert_id": alert_id(row["window_start"], row["metric"], row["dims"]),
          "detected_at": detected_at, "run_id": run_id}
         for row in found.to_dicts()
     ]  # fmt: skip

@@ -9,9 +9,11 @@
   request is (or was) on, from all of that day's requests.
 
 * Anomalies: the minute windows the batch touched are scored against their history
-  (``pipelines.telemetry_alerts``), and the watched consumer groups are judged from their
-  lag measurements (``pipelines.telemetry_lag``): ``telemetry_anomalies``, and one message
-  per anomaly on the alerts topic.
+  (``pipelines.telemetry_alerts``), each cohort's conversion in them is tested against
+  its own recent past (``pipelines.telemetry_cohorts``, which also fills the drop columns of
+  ``payment_conversion``), and the watched consumer groups are judged from their lag
+  measurements (``pipelines.telemetry_lag``): ``telemetry_anomalies``, and one message per
+  anomaly on the alerts topic.
 * Consumer lag: the measurement taken when the batch started (``telemetry_consumer_lag``).
 
 Everything is upserted in one transaction with the run's ``recon_health`` row; then the
@@ -30,7 +32,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.run_health import health_row
-from pipelines.telemetry_alerts import ANOMALIES, detect_anomalies, publish_alerts
+from pipelines.telemetry_alerts import ANOMALIES, detect_anomalies, publish_alerts, sql_timestamp
+from pipelines.telemetry_cohorts import detect_cohort_drops, widen_tables, with_cohort_drops
 from pipelines.telemetry_lag import LAG, stalled_anomalies
 from schemas.dead_letter import DEAD_LETTER_V1
 from schemas.tables import TABLES
@@ -47,10 +50,6 @@ FACTS = TABLES["fact_payment_requests"]
 CONVERSION = TABLES["payment_conversion"]
 _WINDOW_KEY = ["window_start", "window_end", "gateway"]
 _IN_CHUNK = 500
-
-
-def _timestamp(t: datetime) -> str:
-    return f"TIMESTAMP '{t.astimezone(UTC):%Y-%m-%d %H:%M:%S}+00:00'"
 
 
 def _text(s: str) -> str:
@@ -99,7 +98,7 @@ def window_state(window_counts: pa.Table, run_id: str) -> pa.Table:
 def recompute_windows(warehouse: Warehouse, state: pa.Table, run_id: str) -> pa.Table:
     """``telemetry_minutely`` rows of every window in ``state``, from all batches' counts."""
     earlier = _rows_where_in(
-        warehouse, STATE, "window_start", state.column("window_start").to_pylist(), _timestamp,
+        warehouse, STATE, "window_start", state.column("window_start").to_pylist(), sql_timestamp,
         extra=f" AND batch_id <> {_text(run_id)}",
     )  # fmt: skip
     frame = pl.from_arrow(pa.concat_tables([earlier, state]))
@@ -162,7 +161,7 @@ def recompute_conversion(
             run_id=pl.lit(run_id),
         )
     )
-    zeros = emptied.select(CONVERSION.schema.names).to_arrow().cast(CONVERSION.schema)
+    zeros = emptied.select(rolled.schema.names).to_arrow().cast(rolled.schema)
     return pa.concat_tables([rolled, zeros])
 
 
@@ -204,6 +203,7 @@ def finish_batch(
     state = window_state(read_staged(staging, "window_counts", WINDOW_COUNTS), run_id)
     partials = read_staged(staging, "request_partials", partial_schema())
     with open_warehouse(request.warehouse) as warehouse:
+        widen_tables(warehouse)
         minutely = recompute_windows(warehouse, state, run_id)
         facts, days = merge_requests(warehouse, partials, run_id)
         conversion = recompute_conversion(warehouse, facts, days, run_id)
@@ -212,8 +212,10 @@ def finish_batch(
             warehouse, lag, stall_after=timedelta(seconds=request.stall_after_s),
             groups=request.stall_groups, run_id=run_id, detected_at=detected_at,
         )  # fmt: skip
+        drops = detect_cohort_drops(warehouse, minutely, facts, run_id, detected_at)
+        conversion = with_cohort_drops(warehouse, conversion, drops)
         anomalies = pa.concat_tables(
-            [detect_anomalies(warehouse, minutely, run_id, detected_at), stalled]
+            [detect_anomalies(warehouse, minutely, run_id, detected_at), drops, stalled]
         )
         health = _health(request, plan, run_id, started, staging, state)
         warehouse.load(

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 import polars as pl
 import pyarrow as pa
 
-from pipelines.telemetry_alerts import _timestamp
+from pipelines.telemetry_alerts import sql_timestamp
 from schemas.tables import TABLES
 from transforms.anomaly import UP, alert_id
 from transforms.consumer_lag import PartitionLag
@@ -53,7 +53,7 @@ def _stored(warehouse: Warehouse, groups: Collection[str], since: datetime) -> p
     return (
         warehouse.query_arrow(
             f"SELECT {', '.join(LAG.schema.names)} FROM {LAG.name} "
-            f"WHERE group_id IN ({listed}) AND measured_at >= {_timestamp(since)}"
+            f"WHERE group_id IN ({listed}) AND measured_at >= {sql_timestamp(since)}"
         )
         .select(LAG.schema.names)
         .cast(LAG.schema)

@@ -9,8 +9,9 @@
 * ``payment_conversion``: attempts vs successes per UTC day and cohort, a rollup of
   ``fact_payment_requests``.
 * ``telemetry_anomalies``: the minute windows the anomaly model (``transforms.anomaly``)
-  found anomalous, and the stalled consumers (``transforms.consumer_stall``), with the
-  evidence and a suggested action.
+  found anomalous, the cohorts whose conversion dropped significantly
+  (``transforms.cohort_conversion``) and the stalled consumers
+  (``transforms.consumer_stall``), with the evidence and a suggested action.
 * ``telemetry_consumer_lag``: each consumer group's lag per partition, measured by every
   telemetry run.
 """
@@ -162,6 +163,37 @@ FACT_PAYMENT_REQUESTS_V1 = versioned(
     doc="One row per payment request seen in payments.telemetry or payments.results.",
 )
 
+_CONVERSION_DROPS = [
+    field(
+        "significant_drop",
+        pa.bool_(),
+        "True when a minute window of that day alerted a significant conversion drop of the "
+        "cohort (telemetry_anomalies, metric cohort_conversion); false otherwise, including "
+        "cohorts too small to be tested.",
+        nullable=True,
+    ),
+    field(
+        "first_drop_at",
+        UTC_MICROS,
+        "Start of the day's first minute window that alerted a drop of the cohort.",
+        nullable=True,
+    ),
+    field(
+        "baseline_conversion",
+        pa.float64(),
+        "The cohort's conversion before its most significant drop of the day (its decided "
+        "requests of the two hours before, telemetry_anomalies.expected).",
+        nullable=True,
+    ),
+    field(
+        "p_value",
+        pa.float64(),
+        "One-sided p-value of the day's most significant drop (two-proportion z-test).",
+        nullable=True,
+    ),
+]
+CONVERSION_DROP_COLUMNS = [f.name for f in _CONVERSION_DROPS]
+
 PAYMENT_CONVERSION_V1 = versioned(
     "payment_conversion",
     1,
@@ -190,8 +222,10 @@ PAYMENT_CONVERSION_V1 = versioned(
             nullable=True,
         ),
         field("run_id", pa.string(), "The telemetry run that last computed the row."),
+        *_CONVERSION_DROPS,
     ],
-    doc="Attempts vs successes per UTC day and cohort (country, payment method, card brand).",
+    doc="Attempts vs successes per UTC day and cohort (country, payment method, card brand), "
+    "and the significant conversion drops of the cohort that day.",
 )
 
 TELEMETRY_ANOMALIES_V1 = versioned(
@@ -207,55 +241,67 @@ TELEMETRY_ANOMALIES_V1 = versioned(
         field(
             "metric",
             pa.string(),
-            "rate_429, error_rate, latency_p95, conversion or webhook_coverage; "
-            "consumer_stalled for a consumer group that stopped committing with messages "
-            "waiting.",
+            "rate_429, error_rate, latency_p95, conversion, webhook_coverage "
+            "(telemetry_minutely); cohort_conversion (one cohort's conversion, "
+            "transforms.cohort_conversion); consumer_stalled (a consumer group that stopped "
+            "committing with messages waiting).",
         ),
         field(
             "dims",
             pa.string(),
-            "The series: gateway=<gateway> (* for all gateways together); "
-            "group=<g>,topic=<t>,partition=<p> for consumer_stalled.",
+            "The series: gateway=<gateway> (* for all gateways together); for "
+            "cohort_conversion country=<c>,payment_method_type=<m>,card_brand=<b>; for "
+            "consumer_stalled group=<g>,topic=<t>,partition=<p>.",
         ),
         field(
             "value",
             pa.float64(),
-            "The window's value (telemetry_minutely.value); the messages waiting (lag) for "
-            "consumer_stalled.",
+            "The window's value (telemetry_minutely.value); for cohort_conversion the "
+            "cohort's conversion over its recent minutes (successes / decided requests); for "
+            "consumer_stalled the messages waiting (lag).",
         ),
         field(
             "expected",
             pa.float64(),
             "The median of the baseline: the same metric and dims at that time of week or "
-            "day over the last 28 days (see model).",
+            "day over the last 28 days (see model); for cohort_conversion the cohort's "
+            "conversion over the two hours before its recent minutes.",
         ),
-        field("mad", pa.float64(), "The baseline's median absolute deviation."),
+        field(
+            "mad",
+            pa.float64(),
+            "The baseline's median absolute deviation; for cohort_conversion the z-test's "
+            "standard error of the difference.",
+        ),
         field(
             "score",
             pa.float64(),
             "Robust z-score: (value - expected) / max(1.4826 * mad, the metric's noise "
-            "floor); negative below the expected value. For consumer_stalled: how long it "
-            "has been stalled, in multiples of --stall-after (expected and mad are 0).",
+            "floor); for cohort_conversion the z of the two-proportion test; for "
+            "consumer_stalled how long it has been stalled in multiples of --stall-after "
+            "(expected and mad 0). Negative below the expected value.",
         ),
         field("direction", pa.string(), "up or down: the way the metric went wrong."),
         field(
             "severity",
             pa.string(),
-            "warning (score 5 or more in the bad direction) or critical (10 or more).",
+            "warning (score 5 or more in the bad direction) or critical (10 or more); for "
+            "cohort_conversion a significant drop of 5 points or more (critical: 15).",
         ),
         field("suggested_action", pa.string(), "What to do about it, for on-call."),
         field(
             "model",
             pa.string(),
             "The baseline used: seasonal_weekly (weekday and hour), seasonal_daily (hour of "
-            "day) or global (cold start: all the history there is); stalled_offset for "
+            "day) or global (cold start: all the history there is); two_proportion_z_<k>m "
+            "for cohort_conversion, the cohort's last k minutes tested; stalled_offset for "
             "consumer_stalled.",
         ),
         field(
             "baseline_points",
             pa.int64(),
-            "How many past windows the baseline holds (consumer_stalled: how many lag "
-            "measurements saw the group stuck).",
+            "How many past windows the baseline holds; for cohort_conversion how many decided "
+            "requests; for consumer_stalled how many lag measurements saw the group stuck.",
         ),
         field(
             "alert_id",
@@ -264,6 +310,25 @@ TELEMETRY_ANOMALIES_V1 = versioned(
         ),
         field("detected_at", UTC_MICROS, "When the telemetry run scored the window."),
         field("run_id", pa.string(), "The telemetry run that scored the window last."),
+        field(
+            "p_value",
+            pa.float64(),
+            "cohort_conversion: the one-sided p-value of the drop (two-proportion z-test).",
+            nullable=True,
+        ),
+        field(
+            "tests",
+            pa.int64(),
+            "cohort_conversion: the tests made in that window, all cohorts and spans (the "
+            "drop is significant when p_value * tests <= alpha, 1e-7 by default: Bonferroni).",
+            nullable=True,
+        ),
+        field(
+            "events",
+            pa.int64(),
+            "cohort_conversion: the decided requests of the cohort's recent minutes.",
+            nullable=True,
+        ),
     ],
     doc="Anomalous telemetry windows: what was seen, what was expected and what to do.",
 )

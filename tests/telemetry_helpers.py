@@ -138,6 +138,21 @@ def storm_429(requests: int, *, seed: int, start: datetime, seconds: int = 300) 
     return records
 
 
+def declines(requests: int, *, seed: int, start: datetime, cohort: int, seconds: int = 600):
+    """``requests`` payments of one cohort (``COHORTS[cohort]``) over ``seconds``, every one
+    declined on its first call: the cohort's issuer or network refusing cards."""
+    rng = random.Random(seed)
+    records: list[Record] = []
+    for i in range(requests):
+        at = start + timedelta(seconds=rng.uniform(0, seconds))
+        request = request_of(len(COHORTS) * (7_000 + i) + cohort, rng, at)
+        done = at + timedelta(milliseconds=300)
+        records.append(attempt(request, at, 1, "success", latency_ms=300.0, http_status=402,
+                               error_code="card_declined"))  # fmt: skip
+        records.append(result(request, done, "failed", 1, error_code="card_declined"))
+    return records
+
+
 class Topics:
     """Fresh telemetry, results, Stripe events and alerts topics; publish records, run the
     job on them."""

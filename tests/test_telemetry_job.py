@@ -4,18 +4,31 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 from datetime import timedelta
 
+import pyarrow as pa
 import pytest
 
 import pipelines.telemetry_finish as finish
 from pipelines.telemetry import main as telemetry
+from schemas.telemetry import CONVERSION_DROP_COLUMNS
 from tests.kafka_helpers import consume_all
-from tests.telemetry_helpers import START, Record, Topics, storm_429, traffic
+from tests.telemetry_helpers import (
+    COHORTS,
+    START,
+    Record,
+    Topics,
+    declines,
+    storm_429,
+    traffic,
+)
+from transforms.cohort_conversion import CohortConfig
 from transforms.kafka_offsets import BrokerUnavailable
 from transforms.warehouse.duckdb_sink import DuckDBWarehouse
 
 TEN_MIN = timedelta(minutes=10)
+ALPHA = CohortConfig().alpha
 
 
 def _unavailable(*args, **kwargs):
@@ -133,3 +146,56 @@ def test_a_429_storm_after_normal_history_is_an_anomaly_and_an_alert(broker, tmp
     assert ids == sorted(2 * [r["alert_id"] for r in found]), "the retry republishes the ids"
     assert all(a["suggested_action"].startswith("429 surge") and a["expected"] < 0.2
                for a in surges)  # fmt: skip
+
+
+def test_one_cohorts_conversion_drop_is_an_anomaly_an_alert_and_in_payment_conversion(
+    broker, tmp_path
+):
+    topics = Topics(broker.bootstrap_servers)
+    history = [r for i in range(4) for r in traffic(300, seed=40 + i, start=START + i * TEN_MIN)]
+    topics.publish(history)  # 40 normal minutes: the cohorts' baselines
+    assert topics.run(tmp_path / "w.duckdb", "cohorts") == 0
+    cohort_rows = "metric = 'cohort_conversion'"
+    assert table(tmp_path / "w.duckdb", "telemetry_anomalies", "window_start", cohort_rows) == []
+
+    drop_start = START + 4 * TEN_MIN  # FR mastercard: as many declines as normal payments
+    fr = COHORTS.index(("FR", "card", "mastercard"))
+    topics.publish(traffic(300, seed=44, start=drop_start)
+                   + declines(100, seed=9, start=drop_start, cohort=fr))  # fmt: skip
+    assert topics.run(tmp_path / "w.duckdb", "cohorts") == 0
+
+    found = table(tmp_path / "w.duckdb", "telemetry_anomalies", "window_start", cohort_rows)
+    assert {r["dims"] for r in found} == {
+        "country=FR,payment_method_type=card,card_brand=mastercard"
+    }
+    assert min(r["window_start"] for r in found) < drop_start + timedelta(minutes=2)
+    assert all(r["value"] < r["expected"] - 0.05 and r["p_value"] * r["tests"] <= ALPHA
+               and r["baseline_points"] >= 200 for r in found)  # fmt: skip
+    alerts = [json.loads(m.value()) for m in consume_all(broker.bootstrap_servers, topics.alerts)]
+    cohort_alerts = {a["alert_id"]: a for a in alerts if a["metric"] == "cohort_conversion"}
+    assert set(cohort_alerts) == {r["alert_id"] for r in found}
+    assert all(a["suggested_action"].startswith("cohort conversion drop")
+               for a in cohort_alerts.values())  # fmt: skip
+
+    conversion = table(tmp_path / "w.duckdb", "payment_conversion", "country", "attempts > 0")
+    dropped = [r for r in conversion if r["significant_drop"]]
+    assert [(r["country"], r["card_brand"]) for r in dropped] == [("FR", "mastercard")]
+    most_significant = min(found, key=lambda r: r["score"])
+    assert dropped[0]["first_drop_at"] == min(r["window_start"] for r in found)
+    assert dropped[0]["p_value"] == pytest.approx(most_significant["p_value"])
+    assert dropped[0]["baseline_conversion"] == pytest.approx(most_significant["expected"])
+
+
+def test_a_warehouse_from_before_the_cohort_columns_gains_them(broker, tmp_path):
+    cohort_columns = {*CONVERSION_DROP_COLUMNS, "p_value", "tests", "events"}
+    with DuckDBWarehouse(tmp_path / "w.duckdb") as w:
+        for table_def in (finish.CONVERSION, finish.ANOMALIES):
+            fields = [f for f in table_def.schema if f.name not in cohort_columns]
+            w.ensure(replace(table_def, schema=pa.schema(fields)))
+    topics = Topics(broker.bootstrap_servers)
+    topics.publish(traffic(40, seed=5))
+    assert topics.run(tmp_path / "w.duckdb", "older") == 0
+
+    rows = table(tmp_path / "w.duckdb", "payment_conversion", "country", "attempts > 0")
+    assert rows and {r["significant_drop"] for r in rows} == {False}
+    assert table(tmp_path / "w.duckdb", "telemetry_anomalies", "window_start", "p_value > 0") == []

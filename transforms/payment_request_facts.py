@@ -15,7 +15,11 @@ import polars as pl
 import pyarrow as pa
 
 from schemas.payments import PAYMENT_STATUSES
-from schemas.telemetry import FACT_PAYMENT_REQUESTS_V1, PAYMENT_CONVERSION_V1
+from schemas.telemetry import (
+    CONVERSION_DROP_COLUMNS,
+    FACT_PAYMENT_REQUESTS_V1,
+    PAYMENT_CONVERSION_V1,
+)
 
 UNKNOWN = "?"
 # Outcomes known from telemetry alone, when a request never got a result.
@@ -23,6 +27,10 @@ TELEMETRY_OUTCOMES = {"permanent": "dead_lettered", "give_up": "gave_up"}
 FAILED = ("failed", "dead_lettered", "gave_up")
 _FACT = FACT_PAYMENT_REQUESTS_V1
 _PARTIAL_COLUMNS = [f.name for f in _FACT if f.name not in ("day", "run_id")]
+# payment_conversion without the cohort drop columns (``pipelines.telemetry_cohorts`` adds them)
+CONVERSION_COUNTS = pa.schema(
+    [f for f in PAYMENT_CONVERSION_V1 if f.name not in CONVERSION_DROP_COLUMNS]
+)
 _FIRST = ["order_id", "gateway", "payment_method_type", "country", "card_brand", "amount",
           "currency"]  # fmt: skip
 
@@ -94,7 +102,8 @@ def reduce_requests(partials: pa.Table, run_id: str) -> pa.Table:
 
 
 def conversion_rollup(facts: pa.Table, run_id: str) -> pa.Table:
-    """``PAYMENT_CONVERSION_V1`` rows per day and cohort of these request rows."""
+    """``PAYMENT_CONVERSION_V1`` rows per day and cohort of these request rows, without the
+    drop columns (``CONVERSION_COUNTS``)."""
     frame = pl.from_arrow(facts.select(["day", "country", "payment_method_type", "card_brand",
                                         "status"]))  # fmt: skip
     assert isinstance(frame, pl.DataFrame)
@@ -116,4 +125,4 @@ def conversion_rollup(facts: pa.Table, run_id: str) -> pa.Table:
         )
         .sort("day", "country", "payment_method_type", "card_brand")
     )
-    return rolled.select(PAYMENT_CONVERSION_V1.names).to_arrow().cast(PAYMENT_CONVERSION_V1)
+    return rolled.select(CONVERSION_COUNTS.names).to_arrow().cast(CONVERSION_COUNTS)
