@@ -14,6 +14,12 @@ completes a window with late data, republishes the same id with the latest evide
 Publishing happens before the offsets are committed: alerts that are not acknowledged fail
 the run (exit 3) and the rerun publishes them again.
 
+An anomaly is **resolved** when a later run scores its window again and finds it normal (its
+late data made the minute normal): its stored row gets ``resolved_at`` (the evidence of the
+anomaly is kept) and its alert is republished under the same id with ``status``
+``resolved``, so that a reader keyed by ``alert_id`` (a compacted topic, the gateway) sees
+the latest state. Stalled consumers are resolved the same way (``pipelines.telemetry_lag``).
+
 ``dims`` is ``gateway=<gateway>``; only the whole-metric rows (``dimension = '*'``) of
 the minute windows are scored.
 """
@@ -27,7 +33,7 @@ import polars as pl
 import pyarrow as pa
 
 from schemas.tables import TABLES
-from transforms.anomaly import RULES, ModelConfig, alert_id, anomalies
+from transforms.anomaly import RULES, ModelConfig, alert_id, score_windows
 from transforms.dlq_io import AcknowledgedProducer, Outgoing
 from transforms.kafka_offsets import BrokerUnavailable
 from transforms.warehouse import Warehouse
@@ -35,6 +41,7 @@ from transforms.warehouse import Warehouse
 ANOMALIES = TABLES["telemetry_anomalies"]
 MINUTELY = TABLES["telemetry_minutely"]
 _SERIES = ["window_start", "gateway", "metric", "dimension"]
+_ANOMALY_KEY = ["window_start", "metric", "dims"]
 _ANY_PARTITION = -1
 
 
@@ -95,8 +102,48 @@ def detect_anomalies(
     first, last = touched["window_start"].min(), touched["window_start"].max()
     stored = read_history(warehouse, first, last, config.history_days)  # type: ignore[arg-type]
     history = pl.concat([stored.join(touched, on=_SERIES, how="anti"), touched])
-    found = anomalies(_model_frame(history), _model_frame(touched), config)
-    return anomaly_rows(found.rename({"points": "baseline_points"}), run_id, detected_at)
+    scored = score_windows(_model_frame(history), _model_frame(touched), config)
+    found = scored.filter(pl.col("severity").is_not_null())
+    span = f"window_start >= {sql_timestamp(first)} AND window_start <= {sql_timestamp(last)}"  # type: ignore[arg-type]
+    was_open = open_anomalies(warehouse, f"metric IN ({', '.join(map(repr, RULES))}) AND {span}")
+    normal = scored.filter(pl.col("severity").is_null()).select(_ANOMALY_KEY)
+    return pa.concat_tables(
+        [
+            anomaly_rows(found.rename({"points": "baseline_points"}), run_id, detected_at),
+            resolve(was_open, normal, run_id, detected_at),
+        ]
+    )
+
+
+def open_anomalies(warehouse: Warehouse, where: str) -> pl.DataFrame:
+    """The stored ``telemetry_anomalies`` rows not yet resolved that match ``where``."""
+    if not warehouse.has_table(ANOMALIES.name):
+        rows = ANOMALIES.schema.empty_table()
+    else:
+        rows = (
+            warehouse.query_arrow(
+                f"SELECT {', '.join(ANOMALIES.schema.names)} FROM {ANOMALIES.name} "
+                f"WHERE resolved_at IS NULL AND {where}"
+            )
+            .select(ANOMALIES.schema.names)
+            .cast(ANOMALIES.schema)
+        )
+    frame = pl.from_arrow(rows)
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+def resolve(
+    was_open: pl.DataFrame, normal: pl.DataFrame, run_id: str, resolved_at: datetime
+) -> pa.Table:
+    """The open anomalies among the series found ``normal`` now (``window_start``,
+    ``metric``, ``dims``), resolved: same key and evidence, ``resolved_at`` set."""
+    keys = normal.select(pl.col("window_start").cast(pl.Datetime("us", "UTC")), "metric", "dims")
+    done = was_open.with_columns(pl.col("window_start").cast(pl.Datetime("us", "UTC"))).join(
+        keys.unique(), on=_ANOMALY_KEY, how="semi"
+    )
+    done = done.with_columns(resolved_at=pl.lit(resolved_at), run_id=pl.lit(run_id))
+    return done.to_arrow().select(ANOMALIES.schema.names).cast(ANOMALIES.schema)
 
 
 def anomaly_rows(found: pl.DataFrame, run_id: str, detected_at: datetime) -> pa.Table:
@@ -117,10 +164,12 @@ def _json_default(value):
 
 
 def alert_messages(found: pa.Table, topic: str) -> list[Outgoing]:
-    """One message per anomaly: key ``alert_id``, value the row with its window's end."""
+    """One message per anomaly: key ``alert_id``, value the row with its window's end and
+    its ``status``: ``open``, or ``resolved`` once a later run found it normal again."""
     messages = []
     for row in found.to_pylist():
         row["window_end"] = row["window_start"] + timedelta(minutes=1)
+        row["status"] = "open" if row["resolved_at"] is None else "resolved"
         value = json.dumps(row, default=_json_default, sort_keys=True).encode()
         messages.append(
             Outgoing(topic, _ANY_PARTITION, row["alert_id"].encode(), value,

@@ -21,11 +21,11 @@ from datetime import datetime, timedelta
 import polars as pl
 import pyarrow as pa
 
-from pipelines.telemetry_alerts import sql_timestamp
+from pipelines.telemetry_alerts import open_anomalies, resolve, sql_timestamp
 from schemas.tables import TABLES
 from transforms.anomaly import UP, alert_id
 from transforms.consumer_lag import PartitionLag
-from transforms.consumer_stall import METRIC, MODEL, action_of, dims_of, stalls
+from transforms.consumer_stall import DIMS, METRIC, MODEL, action_of, dims_of, stalls
 from transforms.warehouse import Warehouse
 
 LAG = TABLES["telemetry_consumer_lag"]
@@ -69,7 +69,8 @@ def stalled_anomalies(
     run_id: str,
     detected_at: datetime,
 ) -> pa.Table:
-    """``telemetry_anomalies`` rows of the watched groups stalled as of this measurement."""
+    """``telemetry_anomalies`` rows of the watched groups stalled as of this measurement,
+    and of their earlier stalls that ended (resolved)."""
     if measured.num_rows == 0 or not groups:
         return ANOMALIES.schema.empty_table()
     now = measured.column("measured_at")[0].as_py()
@@ -94,4 +95,21 @@ def stalled_anomalies(
                 "detected_at": detected_at, "run_id": run_id,
             }
         )  # fmt: skip
-    return pa.Table.from_pylist(rows, schema=ANOMALIES.schema)
+    stalled = pa.Table.from_pylist(rows, schema=ANOMALIES.schema)
+    return pa.concat_tables([stalled, _ended(warehouse, frame, now, groups, stalled, run_id)])
+
+
+def _ended(warehouse, frame: pl.DataFrame, now, groups, stalled: pa.Table, run_id: str):
+    """The open stalls of the series measured now that are not stalled now (or stalled
+    since a later start: a new stall), resolved."""
+    measured_now = frame.filter((pl.col("measured_at") == now) & pl.col("group_id").is_in(groups))
+    series = measured_now.select(dims=DIMS)
+    was_open = open_anomalies(warehouse, f"metric = '{METRIC}'").join(series, on="dims", how="semi")
+    still = pl.from_arrow(stalled.select(["window_start", "dims"]))
+    assert isinstance(still, pl.DataFrame)
+    ended = was_open.join(
+        still.with_columns(pl.col("window_start").cast(pl.Datetime("us", "UTC"))),
+        on=["window_start", "dims"],
+        how="anti",
+    )
+    return resolve(was_open, ended.select("window_start", "metric", "dims"), run_id, now)

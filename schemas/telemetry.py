@@ -329,6 +329,14 @@ TELEMETRY_ANOMALIES_V1 = versioned(
             "cohort_conversion: the decided requests of the cohort's recent minutes.",
             nullable=True,
         ),
+        field(
+            "resolved_at",
+            UTC_MICROS,
+            "When a later run found it normal again (late data made the window normal, the "
+            "stalled group committed again) and published the alert as resolved; null while "
+            "it is open. The evidence columns keep what was seen when it alerted.",
+            nullable=True,
+        ),
     ],
     doc="Anomalous telemetry windows: what was seen, what was expected and what to do.",
 )

@@ -76,14 +76,16 @@ def result(request: PaymentRequest, at: datetime, status: str, calls: int, **fie
     return Record("results", key, value, at)
 
 
-def traffic(requests: int, *, seed: int = 7, start: datetime = START) -> list[Record]:
-    """Calls and results of ``requests`` payments over about ten minutes: some retried
+def traffic(
+    requests: int, *, seed: int = 7, start: datetime = START, seconds: float = 600
+) -> list[Record]:
+    """Calls and results of ``requests`` payments over ``seconds`` (ten minutes): some retried
     after a 429 or a timeout, most succeeding, some declined, some waiting for the customer,
     some dead-lettered; latencies between 20 ms and 2 s."""
     rng = random.Random(seed)
     records: list[Record] = []
     for i in range(requests):
-        at = start + timedelta(seconds=rng.uniform(0, 600))
+        at = start + timedelta(seconds=rng.uniform(0, seconds))
         request = request_of(i, rng, at)
         calls = 1
         if rng.random() < 0.15:

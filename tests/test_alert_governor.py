@@ -4,6 +4,7 @@ periods undo it step by step. A fake clock, no waiting."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -106,6 +107,16 @@ def test_duplicates_other_gateways_other_metrics_and_stale_alerts_change_nothing
     assert governor.on_alert(_alert(1, gateway="voucher")).what == "cut"  # it runs voucher
 
 
+def test_a_resolved_alert_changes_nothing() -> None:
+    governor, controller, clock = _governor()
+    assert governor.on_alert(_alert(0)).what == "cut"
+    clock.advance(120)
+    resolved = replace(_alert(1), resolved=True)  # late data made that minute normal
+    assert governor.on_alert(resolved).what == "resolved"
+    assert (controller.ceiling, governor.backoff) == (8, 2.0)
+    assert governor.on_alert(_alert(1)).what == "cut", "its id is not taken by the resolution"
+
+
 def test_recovery_waits_for_the_quiet_period_then_goes_step_by_step() -> None:
     governor, controller, clock = _governor(quiet_s=120, cooldown_s=60)
     for minute in range(3):  # 16 -> 8 -> 4 -> 2, backoff 1 -> 8
@@ -157,6 +168,7 @@ def test_an_alert_message_of_the_telemetry_job_parses() -> None:
     }  # fmt: skip
     alert = parse_alert(json.dumps(value).encode())
     assert alert == Alert("anom_1", "rate_429", "stripe", T0, "critical")
+    assert parse_alert(json.dumps(value | {"status": "resolved"}).encode()).resolved
 
 
 @pytest.mark.parametrize(

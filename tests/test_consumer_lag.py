@@ -101,7 +101,7 @@ def test_a_stall_keeps_its_start_while_it_lasts_and_a_new_one_starts_after_a_com
     assert again["stalled_since"].to_list() == [T0 + 3 * MINUTE]
 
 
-def test_a_stalled_consumer_is_alerted_on_the_second_run_and_not_once_it_commits(
+def test_a_stalled_consumer_is_alerted_on_the_second_run_and_resolved_once_it_commits(
     broker, tmp_path, topic_name
 ):
     bootstrap = broker.bootstrap_servers
@@ -129,21 +129,24 @@ def test_a_stalled_consumer_is_alerted_on_the_second_run_and_not_once_it_commits
     _commit(bootstrap, stuck, work, {0: 50})
     _commit(bootstrap, healthy, work, {0: 45})
     assert topics.run(warehouse, "tel", *flags) == 0
-    assert len(consume_all(bootstrap, topics.alerts)) == 1, "caught up: no alert again"
+    opened, resolved = [json.loads(m.value()) for m in consume_all(bootstrap, topics.alerts)]
+    assert opened == alert and opened["status"] == "open" and opened["resolved_at"] is None
+    assert resolved["alert_id"] == alert["alert_id"] and resolved["status"] == "resolved"
+    assert resolved["resolved_at"] is not None and resolved["value"] == 40, "evidence kept"
     with DuckDBWarehouse(warehouse) as w:
         lags = w.query_arrow(
             "SELECT group_id, committed_offset, end_offset, lag FROM telemetry_consumer_lag "
             "ORDER BY measured_at, group_id"
         ).to_pylist()
         (stored,) = w.query_arrow(
-            "SELECT alert_id, baseline_points FROM telemetry_anomalies "
-            "WHERE metric = 'consumer_stalled'"
+            "SELECT alert_id, baseline_points, resolved_at IS NOT NULL AS resolved "
+            "FROM telemetry_anomalies WHERE metric = 'consumer_stalled'"
         ).to_pylist()
     assert [(x["group_id"], x["committed_offset"], x["lag"]) for x in lags] == [
         (healthy, 20, 30), (stuck, 10, 40), (healthy, 35, 15), (stuck, 10, 40),
         (healthy, 45, 5), (stuck, 50, 0),
     ]  # fmt: skip
-    assert stored == {"alert_id": alert["alert_id"], "baseline_points": 2}
+    assert stored == {"alert_id": alert["alert_id"], "baseline_points": 2, "resolved": True}
 
 
 @pytest.mark.parametrize(

@@ -122,7 +122,9 @@ def test_a_bad_flag_exits_2_with_one_line(flag, capsys):
     assert err.count("\n") == 1 and flag[0] in err
 
 
-def test_a_429_storm_after_normal_history_is_an_anomaly_and_an_alert(broker, tmp_path, monkeypatch):
+def test_a_429_storm_is_alerted_and_resolved_when_late_data_makes_it_normal(
+    broker, tmp_path, monkeypatch
+):
     topics = Topics(broker.bootstrap_servers)
     history = [r for i in range(4) for r in traffic(300, seed=30 + i, start=START + i * TEN_MIN)]
     topics.publish(history)  # 40 normal minutes: enough points for the cold-start baseline
@@ -146,6 +148,19 @@ def test_a_429_storm_after_normal_history_is_an_anomaly_and_an_alert(broker, tmp
     assert ids == sorted(2 * [r["alert_id"] for r in found]), "the retry republishes the ids"
     assert all(a["suggested_action"].startswith("429 surge") and a["expected"] < 0.2
                for a in surges)  # fmt: skip
+    assert {a["status"] for a in surges} == {"open"}
+
+    # Late data: the storm minutes held far more calls than first seen, nearly all fine.
+    topics.publish(traffic(2000, seed=10, start=START + 4 * TEN_MIN, seconds=120))
+    assert topics.run(tmp_path / "w.duckdb", "storm") == 0
+    resolved = table(tmp_path / "w.duckdb", "telemetry_anomalies", "window_start, dims",
+                     "metric = 'rate_429' AND resolved_at IS NOT NULL")  # fmt: skip
+    assert [r["alert_id"] for r in resolved] == [r["alert_id"] for r in found]
+    assert [r["value"] for r in resolved] == [r["value"] for r in found], "the evidence stays"
+    later = [json.loads(m.value()) for m in consume_all(broker.bootstrap_servers, topics.alerts)]
+    closed = [a for a in later[len(alerts) :] if a["metric"] == "rate_429"]
+    assert sorted(a["alert_id"] for a in closed) == sorted(r["alert_id"] for r in found)
+    assert {a["status"] for a in closed} == {"resolved"}
 
 
 def test_one_cohorts_conversion_drop_is_an_anomaly_an_alert_and_in_payment_conversion(

@@ -18,11 +18,12 @@ gateway down while such evidence keeps coming:
   maximum (at least 1) and the multiplier is divided by ``backoff_factor``, until both are
   back at the configured values. Down fast, up gradually, as AIMD itself: a storm that
   halved the ceiling twice is undone in four steps of a quarter, not in one jump;
-* ignored: an alert id already seen (the telemetry job republishes an id when a batch is
-  retried or late data completes its window), an alert for another gateway or for the
-  aggregate ``gateway=*`` (whose gateway's own series alerts too), an alert on another
-  metric, and a stale alert (its window ended more than ``max_age_s`` ago: a gateway
-  started after a storm does not relive it).
+* ignored: a resolved alert (late data made its window normal; the quiet periods recover
+  from it as from any other), an alert id already seen (the telemetry job republishes an id
+  when a batch is retried or late data completes its window), an alert for another gateway
+  or for the aggregate ``gateway=*`` (whose gateway's own series alerts too), an alert on
+  another metric, and a stale alert (its window ended more than ``max_age_s`` ago: a
+  gateway started after a storm does not relive it).
 
 Why ``error_rate`` does not cut: the telemetry job's error rate counts failed calls of every
 kind (5xx, dropped connections, permanent 4xx such as bad requests). Slowing down does not
@@ -59,6 +60,7 @@ class Alert:
     gateway: str
     window_end: datetime
     severity: str
+    resolved: bool = False  # status "resolved": a later run found the window normal again
 
 
 def parse_alert(value: bytes | None) -> Alert:
@@ -85,6 +87,7 @@ def parse_alert(value: bytes | None) -> Alert:
         gateway=dims.get("gateway", "*"),
         window_end=datetime.fromtimestamp(micros / 1_000_000, UTC),
         severity=texts["severity"],
+        resolved=row.get("status") == "resolved",
     )
 
 
@@ -137,7 +140,7 @@ def _utc_now() -> datetime:
 class Verdict:
     """What one alert did: ``cut`` (with its ``change``), ``held`` (accepted inside a
     cooldown, or with nothing left to cut: it only restarts the quiet period) or why it was
-    ignored (``duplicate``, ``other_gateway``, ``other_metric``, ``stale``)."""
+    ignored (``resolved``, ``duplicate``, ``other_gateway``, ``other_metric``, ``stale``)."""
 
     what: str
     change: GovernorChange | None = None
@@ -213,6 +216,8 @@ class AlertGovernor:
             return self._apply("increase", RECOVERED, ceiling, backoff, None)
 
     def _ignore_reason(self, alert: Alert, oldest: datetime) -> str:
+        if alert.resolved:
+            return "resolved"
         if alert.alert_id in self._seen:
             return "duplicate"
         if alert.gateway not in self._gateways:

@@ -74,8 +74,11 @@ def stalls(
 
 
 def dims_of(group_id: str, topic: str, partition: int) -> str:
-    """The alert's ``dims``: which group is stuck where."""
+    """The alert's ``dims``: which group is stuck where (:data:`DIMS` of a frame's rows)."""
     return f"group={group_id},topic={topic},partition={partition}"
+
+
+DIMS = pl.format("group={},topic={},partition={}", *SERIES)
 
 
 def action_of(group_id: str, topic: str, partition: int, lag: int, seconds: float) -> str:
