@@ -28,16 +28,16 @@ from datetime import UTC, date, datetime, time, timedelta
 import polars as pl
 import pyarrow as pa
 
-from pipelines.telemetry_alerts import anomaly_rows, sql_timestamp
+from pipelines.telemetry_alerts import anomaly_rows, open_anomalies, resolve, sql_timestamp
 from schemas.tables import TABLES
 from transforms.cohort_conversion import (
     COHORT,
     METRIC,
     CohortConfig,
     cohort_dims,
-    cohort_drops,
     minute_counts,
     one_sided_p,
+    score_cohorts,
 )
 from transforms.warehouse import Warehouse
 
@@ -103,18 +103,30 @@ def detect_cohort_drops(
     batch = _requests(facts)
     stored = read_requests(warehouse, first, end).join(batch, on="request_id", how="anti")
     requests = pl.concat([stored, batch]).with_columns(at=_AT)
-    found = cohort_drops(minute_counts(requests), windows, config)
+    scored = score_cohorts(minute_counts(requests), windows, config)
+    found = scored.filter(pl.col("severity").is_not_null())
     rows = found.select(
         "window_start", "dims", "value", "expected", "score", "direction", "severity",
         "suggested_action", "model", "p_value", "tests", "events", metric=pl.lit(METRIC),
         mad=pl.col("se"), baseline_points=pl.col("baseline_attempts"),
     )  # fmt: skip
-    return anomaly_rows(rows, run_id, detected_at)
+    span = (
+        f"window_start >= {sql_timestamp(windows.min())} "  # type: ignore[arg-type]
+        f"AND window_start <= {sql_timestamp(windows.max())}"  # type: ignore[arg-type]
+    )
+    was_open = open_anomalies(warehouse, f"metric = '{METRIC}' AND {span}")
+    normal = scored.filter(pl.col("severity").is_null()).select(
+        "window_start", "dims", metric=pl.lit(METRIC)
+    )
+    return pa.concat_tables(
+        [anomaly_rows(rows, run_id, detected_at), resolve(was_open, normal, run_id, detected_at)]
+    )
 
 
 def _day_drops(warehouse: Warehouse, days: list[date], drops: pa.Table) -> pl.DataFrame:
-    """The cohort drop anomalies of ``days``: the stored ones, replaced by the batch's."""
-    columns = ["window_start", "dims", "expected", "score"]
+    """The open cohort drop anomalies of ``days``: the stored ones, replaced by the batch's
+    (which may resolve them)."""
+    columns = ["window_start", "dims", "expected", "score", "resolved_at"]
     frame = pl.from_arrow(drops.select(columns))
     assert isinstance(frame, pl.DataFrame)
     if warehouse.has_table(ANOMALIES.name):
@@ -127,7 +139,7 @@ def _day_drops(warehouse: Warehouse, days: list[date], drops: pa.Table) -> pl.Da
         earlier = pl.from_arrow(stored.cast(drops.select(columns).schema))
         assert isinstance(earlier, pl.DataFrame)
         frame = pl.concat([earlier.join(frame, on=["window_start", "dims"], how="anti"), frame])
-    return frame.with_columns(
+    return frame.filter(pl.col("resolved_at").is_null()).with_columns(
         day=pl.col("window_start").dt.date(),
         p_value=pl.col("score").map_elements(one_sided_p, return_dtype=pl.Float64),
     )
