@@ -38,13 +38,10 @@ Beam upgrade moves it). Results: BENCHMARKS.md.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
-import shutil
 import sys
-import tempfile
 import threading
 import time
 from datetime import date
@@ -54,11 +51,14 @@ from common import (
     MIB,
     Measured,
     Stopwatch,
+    failed,
     machine,
-    render_table,
-    run_measured,
-    tail,
+    measured_table,
+    messages_table,
+    run_parent,
+    run_variant,
     tree_rss,
+    variants_parser,
 )
 
 TOPIC = "ledger.transactions"
@@ -74,47 +74,14 @@ NAIVE_FILES = 4
 # -- the parent: set up, run each variant in a child, report ---------------------------------
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--events", type=int, default=1_000_000, help="ledger events (1M)")
-    parser.add_argument(
-        "--variants",
-        default=DEFAULT_VARIANTS,
-        help=f"comma-separated, of {', '.join(VARIANTS)} (default: %(default)s)",
-    )
-    parser.add_argument("--keep", action="store_true", help="keep the temp dir (data, logs)")
-    parser.add_argument(
-        "--timeout", type=float, default=3600.0, help="seconds per variant (default: 3600)"
-    )
-    # Internal: how the parent starts a child.
-    parser.add_argument("--variant", choices=[*VARIANTS, "prepare"], help=argparse.SUPPRESS)
-    parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--bootstrap", help=argparse.SUPPRESS)
-    return parser
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = variants_parser(
+        __doc__, VARIANTS, DEFAULT_VARIANTS, 1_000_000, "ledger events (1M)", ("prepare",)
+    )
+    args = parser.parse_args(argv)
     if args.variant:
         return run_child(args.variant, args.work, args.bootstrap)
-    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    unknown = [v for v in variants if v not in VARIANTS]
-    if unknown or not variants:
-        print(f"bench: unknown variants {unknown}; choose from {VARIANTS}", file=sys.stderr)
-        return 2
-    if args.events < 1000:
-        print("bench: --events must be at least 1000", file=sys.stderr)
-        return 2
-    work = Path(tempfile.mkdtemp(prefix="payrecon-bench-"))
-    try:
-        return _run(args, variants, work)
-    finally:
-        if args.keep:
-            print(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+    return run_parent(args, VARIANTS, "payrecon-bench-", _run)
 
 
 def _run(args, variants: list[str], work: Path) -> int:
@@ -155,98 +122,30 @@ def _run(args, variants: list[str], work: Path) -> int:
         )
         for variant in variants:
             if variant in ("naive", "join") and not (work / "naive-input").exists():
-                prepared = _child(work, bootstrap, "prepare", args.timeout)
+                prepared = run_variant(
+                    __file__, work, bootstrap, "prepare", args.timeout, quiet=True
+                )
                 if prepared.returncode != 0:
-                    return _failed(prepared)
+                    return failed(prepared)
                 print(
                     f"  (naive input: {prepared.result['ledger_rows']:,} ledger and "
                     f"{prepared.result['stripe_rows']:,} Stripe rows staged as Parquet in "
                     f"{prepared.seconds:.1f} s, not timed)",
                     flush=True,
                 )
-            print(f"running {variant} ...", flush=True)
-            measured = _child(work, bootstrap, variant, args.timeout)
+            measured = run_variant(__file__, work, bootstrap, variant, args.timeout)
             if measured.returncode != 0:
-                return _failed(measured)
+                return failed(measured)
             runs[variant] = measured
-            print(
-                f"  {variant}: {measured.seconds:.1f} s, peak RSS "
-                f"{measured.peak_rss_bytes / MIB:,.0f} MiB",
-                flush=True,
-            )
     print()
     print(report(runs, args.events, key))
     return 0
 
 
-def _child(work: Path, bootstrap: str, variant: str, timeout: float) -> Measured:
-    argv = [
-        sys.executable,
-        str(Path(__file__).resolve()),
-        "--variant",
-        variant,
-        "--work",
-        str(work),
-        "--bootstrap",
-        bootstrap,
-    ]
-    return run_measured(
-        argv,
-        log=work / f"{variant}.log",
-        result_file=work / f"result-{variant}.json",
-        timeout=timeout,
-    )
-
-
-def _failed(measured: Measured) -> int:
-    print(
-        f"bench: {measured.argv[3]} exited with {measured.returncode}; the end of its log:\n"
-        f"{tail(measured.log)}",
-        file=sys.stderr,
-    )
-    return 1
-
-
 def report(runs: dict[str, Measured], events: int, key: dict) -> str:
-    rows = []
-    for name, m in runs.items():
-        r = m.result
-        rows.append(
-            [
-                name,
-                f"{m.seconds:.1f}",
-                f"{r['work_seconds']:.1f}",
-                f"{r['import_seconds']:.1f}",
-                f"{events / m.seconds:,.0f}",
-                f"{events / r['work_seconds']:,.0f}",
-                f"{m.max_rss_bytes / MIB:,.0f}",
-                f"{m.tree_rss_bytes / MIB:,.0f}",
-                str(m.processes),
-                f"{r.get('discrepancies', 0):,}",
-            ]
-        )
-    lines = [
-        f"{events:,} ledger events; seconds = child wall time (start, imports, work); "
-        "work = after the imports",
-        render_table(
-            [
-                "variant",
-                "seconds",
-                "work s",
-                "imports s",
-                "events/s",
-                "events/s (work)",
-                "peak RSS MiB",
-                "tree RSS MiB",
-                "procs",
-                "discrepancies",
-            ],
-            rows,
-        ),
-        "(peak RSS: ru_maxrss of the largest process in the variant's tree; tree RSS: the "
-        "sampled peak of the sum over its live processes)",
-        "",
-    ]
+    lines = measured_table(
+        runs, events, "ledger events", "discrepancies", lambda r: f"{r.get('discrepancies', 0):,}"
+    )
     expected = len(key["discrepancies"])
     for name in ("job", "job2", "plain"):
         if name in runs:
@@ -540,23 +439,12 @@ def read_ledger(bootstrap: str, plan, batch: int = 20_000, idle_timeout: float =
     batch (what the Beam read does, as a loop). Returns (events, dead letters, messages)."""
     import pyarrow as pa
 
-    from schemas.kafka_message import KAFKA_MESSAGE
     from transforms.decode import decode_ledger_batch
     from transforms.kafka_ranges import consume_plan
 
     events, dead, messages = [], 0, 0
     for kept in consume_plan(bootstrap, plan, batch_size=batch, idle_timeout=idle_timeout):
-        table = pa.Table.from_pydict(
-            {
-                "topic": [m.topic() for m in kept],
-                "partition": [m.partition() for m in kept],
-                "offset": [m.offset() for m in kept],
-                "timestamp": [m.timestamp()[1] for m in kept],
-                "key": [m.key() for m in kept],
-                "value": [m.value() for m in kept],
-            },
-            schema=KAFKA_MESSAGE,
-        )
+        table = messages_table(kept)
         decoded = decode_ledger_batch(table, job="bench")
         events.append(decoded.events)
         dead += decoded.dead_letters.num_rows
