@@ -41,6 +41,7 @@ lint: install
 bench: install
 	$(PY) bench/kafka_read.py
 	$(PY) bench/reconcile.py
+	$(PY) bench/telemetry.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache
