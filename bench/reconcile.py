@@ -39,10 +39,7 @@ Beam upgrade moves it). Results: BENCHMARKS.md.
 from __future__ import annotations
 
 import json
-import os
-import re
 import sys
-import threading
 import time
 from datetime import date
 from pathlib import Path
@@ -57,9 +54,9 @@ from common import (
     messages_table,
     run_parent,
     run_variant,
-    tree_rss,
     variants_parser,
 )
+from probe import Probe, phase_lines, probe_result
 
 TOPIC = "ledger.transactions"
 DAY = date(2026, 11, 20)
@@ -175,7 +172,7 @@ def report(runs: dict[str, Measured], events: int, key: dict) -> str:
     for name in ("job", "job2"):
         if name in runs and runs[name].result.get("stages"):
             lines.append(f"{name} phases (peak RSS of the process tree during each):")
-            lines.append("    " + _stages(runs[name].result))
+            lines.append("    " + phase_lines(runs[name].result, _PHASES["running"]))
     if "plain" in runs:
         phases = runs["plain"].result["phases"]
         lines.append("plain phases: " + ", ".join(f"{k} {v:.1f} s" for k, v in phases.items()))
@@ -231,30 +228,6 @@ _PHASES = {
 }
 
 
-def _stages(result: dict) -> str:
-    """The job's own progress lines (``==> ...``) as phases with their durations."""
-    marks = result["stages"]
-    if not marks:
-        return ""
-    ends = [t for t, _ in marks[1:]] + [result["work_seconds"]]
-    parts = [f"before {marks[0][0]:.1f} s"]
-    peaks = dict(result.get("peaks", {}))
-    beam_stages = result.get("beam_stages", [])
-    if beam_stages and _PHASES["running"] in peaks:  # the pipeline's peak includes its stages
-        peaks[_PHASES["running"]] = max(peaks[_PHASES["running"]], *(s[3] for s in beam_stages))
-    for (t, label), end in zip(marks, ends, strict=True):
-        peak = f", peak {peaks[label] / MIB:,.0f} MiB" if label in peaks else ""
-        parts.append(f"{label} {end - t:.1f} s{peak}")
-    lines = ["; ".join(parts)]
-    for label, seconds, bundles, peak in beam_stages:
-        if seconds >= 0.05:
-            shown = f"{peak / MIB:6,.0f}" if peak else "     -"
-            lines.append(
-                f"    stage {seconds:6.1f} s  peak {shown} MiB  {bundles:>3} bundles  {label}"
-            )
-    return "\n".join(lines)
-
-
 # -- the children: one variant each ----------------------------------------------------------
 
 
@@ -298,86 +271,6 @@ def _finding(kind: str, order_id: str | None, stripe_object_id: str | None) -> t
     return (kind, order_id if kind == "duplicate_charge" else stripe_object_id)
 
 
-class _Probe:
-    """Where the job's time and memory go, from inside its process: the launcher's phases
-    (its ``==>`` progress lines on stderr) and FnApiRunner's stages (each bundle it runs),
-    with the peak RSS of the process tree sampled during each."""
-
-    def __init__(self, started: float, interval: float = 0.1):
-        self.started = started
-        self.label = "start"
-        self.marks: list[tuple[float, str]] = []
-        self.peaks: dict[str, int] = {}
-        self.stages: dict[str, list[float]] = {}  # label -> [seconds, bundles]
-        self._halt = threading.Event()
-        self._thread = threading.Thread(target=self._sample, args=(interval,), daemon=True)
-
-    def _sample(self, interval: float) -> None:
-        pid = os.getpid()
-        while not self._halt.is_set():
-            label = self.label
-            self.peaks[label] = max(self.peaks.get(label, 0), tree_rss(pid)[0])
-            self._halt.wait(interval)
-
-    def __enter__(self) -> _Probe:
-        self._stream, sys.stderr = sys.stderr, self  # type: ignore[assignment]
-        self._unpatch = self._patch_fn_api_runner()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._halt.set()
-        self._thread.join()
-        self._unpatch()
-        sys.stderr = self._stream
-
-    # stderr: the job's progress lines
-    def write(self, text: str) -> int:
-        if text.startswith("==> "):
-            self.label = _PHASES.get(text[4:].split()[0], text[4:28])
-            self.marks.append((time.perf_counter() - self.started, self.label))
-        return self._stream.write(text)
-
-    def __getattr__(self, name):
-        return getattr(self._stream, name)
-
-    def _patch_fn_api_runner(self):
-        """Time each bundle FnApiRunner executes (a private method: skipped if it moved)."""
-        try:
-            from apache_beam.runners.portability.fn_api_runner import fn_runner
-
-            original = fn_runner.FnApiRunner._execute_bundle
-        except (ImportError, AttributeError):
-            return lambda: None
-        probe = self
-
-        def timed(runner, context, bundle_manager, bundle_input):
-            label, outer = _stage_label(bundle_manager.stage.name), probe.label
-            probe.label, t = label, time.perf_counter()
-            try:
-                return original(runner, context, bundle_manager, bundle_input)
-            finally:
-                spent = probe.stages.setdefault(label, [0.0, 0])
-                spent[0] += time.perf_counter() - t
-                spent[1] += 1
-                probe.label = outer
-
-        fn_runner.FnApiRunner._execute_bundle = timed
-
-        def unpatch() -> None:
-            fn_runner.FnApiRunner._execute_bundle = original
-
-        return unpatch
-
-
-def _stage_label(name: str) -> str:
-    """A fused stage's transforms, two levels deep: ``ReadStripe/ReadExports+...``."""
-    plain = name.replace("ref_AppliedPTransform_", "")
-    pairs = re.findall(r"(?:^|[(+])([A-Za-z][A-Za-z0-9_]*)[-/]([A-Za-z][A-Za-z0-9]*)", plain)
-    names = [f"{a}/{b}" for a, b in pairs if not a.startswith(("ref_", "PCollection"))]
-    return "+".join(dict.fromkeys(names))[:200] or name[:60]
-
-
 def _job(variant: str, work: Path, bootstrap: str, key: dict) -> dict:
     t = time.perf_counter()
     import duckdb
@@ -405,7 +298,7 @@ def _job(variant: str, work: Path, bootstrap: str, key: dict) -> dict:
     if variant == "job2":
         argv += ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
     started = time.perf_counter()
-    with _Probe(started) as probe:
+    with Probe(started, _PHASES) as probe:
         code = reconcile(argv)
     seconds = time.perf_counter() - started
     with duckdb.connect(str(warehouse), read_only=True) as con:
@@ -421,11 +314,7 @@ def _job(variant: str, work: Path, bootstrap: str, key: dict) -> dict:
         "exit_code": code,
         "import_seconds": imports,
         "work_seconds": seconds,
-        "stages": probe.marks,
-        "beam_stages": [
-            [k, v[0], int(v[1]), probe.peaks.get(k, 0)] for k, v in probe.stages.items()
-        ],
-        "peaks": probe.peaks,
+        **probe_result(probe),
         "discrepancies": n,
         "messages_in": run[0],
         "dead_letters": run[1],

@@ -44,6 +44,7 @@ from common import (
     run_variant,
     variants_parser,
 )
+from probe import phase_lines
 
 ROOT = Path(__file__).resolve().parent.parent
 TOPICS = {
@@ -193,7 +194,12 @@ def report(runs: dict[str, Measured], events: int) -> str:
             )
         )
         phases = ", ".join(f"{k} {v:.1f} s" for k, v in r["phases"].items())
-        lines.append(f"    phases: {phases}")
+        if name == "job":
+            lines.append("    phases (peak RSS of the process tree during each):")
+            lines.append("    " + phase_lines(r, JOB_PHASES["running"]))
+            lines.append(f"    of the finish: {phases}")
+        else:
+            lines.append(f"    phases: {phases}")
     if "job" in runs and "plain" in runs:
         job, plain = runs["job"], runs["plain"]
         lines.append(
@@ -219,11 +225,22 @@ def run_child(variant: str, work: Path, bootstrap: str) -> int:
     return int(result.get("exit_code", 0))
 
 
-def _time_calls(phases: dict[str, float], module, name: str, label: str) -> None:
-    """Add the time of every call of ``module.name`` to ``phases[label]``."""
+# The job's progress lines (``==> <first word> ...``) as phases; the bench marks the finish.
+JOB_PHASES = {
+    "run": "plan, topics, run id, staging",
+    "running": "Beam pipeline",
+    "finishing": "then: window metrics, requests, conversion, anomalies, load, alerts, commit",
+}
+
+
+def _time_calls(phases: dict[str, float], module, name: str, label: str, say: str = "") -> None:
+    """Add the time of every call of ``module.name`` to ``phases[label]`` (saying ``say``
+    on stderr first, as a progress line, if given)."""
     original = getattr(module, name)
 
     def timed(*args, **kwargs):
+        if say:
+            print(f"==> {say}", file=sys.stderr, flush=True)
         t = time.perf_counter()
         try:
             return original(*args, **kwargs)
@@ -236,6 +253,7 @@ def _time_calls(phases: dict[str, float], module, name: str, label: str) -> None
 def _job(work: Path, bootstrap: str, topics: dict[str, str]) -> dict:
     t = time.perf_counter()
     import duckdb
+    from probe import Probe, probe_result
 
     import pipelines.telemetry_finish as finish
     import pipelines.telemetry_run as run
@@ -243,10 +261,8 @@ def _job(work: Path, bootstrap: str, topics: dict[str, str]) -> dict:
 
     imports = time.perf_counter() - t
     timed: dict[str, float] = {}
-    # The launcher's steps after planning (private names: a rename shows as a missing phase).
+    _time_calls(timed, run, "finish_batch", "finish", say="finishing the batch")
     steps = [
-        (run, "_run_pipeline", "Beam pipeline"),
-        (run, "finish_batch", "then (all of the below, load, alerts, commit)"),
         (finish, "recompute_windows", "window metrics"),
         (finish, "merge_requests", "requests"),
         (finish, "recompute_conversion", "conversion"),
@@ -256,11 +272,12 @@ def _job(work: Path, bootstrap: str, topics: dict[str, str]) -> dict:
         _time_calls(timed, module, name, label)
     warehouse = work / "job.duckdb"
     started = time.perf_counter()
-    code = telemetry([
-        "--bootstrap-servers", bootstrap, "--telemetry-topic", topics["telemetry"],
-        "--results-topic", topics["results"], "--alerts-topic", topics["alerts"],
-        "--group-id", "bench-job", "--warehouse", f"duckdb:///{warehouse}",
-    ])  # fmt: skip
+    with Probe(started, JOB_PHASES) as probe:
+        code = telemetry([
+            "--bootstrap-servers", bootstrap, "--telemetry-topic", topics["telemetry"],
+            "--results-topic", topics["results"], "--alerts-topic", topics["alerts"],
+            "--group-id", "bench-job", "--warehouse", f"duckdb:///{warehouse}",
+        ])  # fmt: skip
     seconds = time.perf_counter() - started
     with duckdb.connect(str(warehouse), read_only=True) as con:
 
@@ -280,6 +297,7 @@ def _job(work: Path, bootstrap: str, topics: dict[str, str]) -> dict:
         "import_seconds": imports,
         "work_seconds": seconds,
         "phases": {label: timed[label] for _, _, label in steps if label in timed},
+        **probe_result(probe),
         "messages_in": health[0],
         "decoded": health[1],
         "dead_letters": health[2],
