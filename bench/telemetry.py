@@ -18,8 +18,9 @@ fresh child process, so its wall time and peak memory are its own:
 
 When both ran, their ``telemetry_minutely`` rows (every column but ``run_id``) must be
 equal; a difference is an error (exit 1). Times are wall times of the child process
-(interpreter start and imports included), with the time of the work alone beside them.
-Results: BENCHMARKS.md.
+(interpreter start and imports included), with the time of the work alone beside them. For
+the job, the report also lists its phases and each FnApiRunner stage with its time and peak
+RSS (bench/probe.py). Results: BENCHMARKS.md.
 
     .venv/bin/python bench/telemetry.py                      # 300k messages, job and plain
     .venv/bin/python bench/telemetry.py --events 1000000
