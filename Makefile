@@ -41,6 +41,7 @@ lint: install
 bench: install
 	$(PY) bench/kafka_read.py
 	$(PY) bench/reconcile.py
+	$(PY) bench/telemetry.py
 
 # Issue 9's load run: the job on a 1M and a 10M-event day (about an hour on 2 cores).
 bench-load: install

@@ -11,16 +11,20 @@ a peak shorter than the sampling interval).
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -151,6 +155,110 @@ def run_measured(
     )
 
 
+def variants_parser(
+    doc: str | None, variants: tuple[str, ...], default: str, events: int, events_help: str,
+    helpers: tuple[str, ...] = (),
+) -> argparse.ArgumentParser:  # fmt: skip
+    """The flags of a benchmark whose variants run in children: ``--events``,
+    ``--variants``, ``--keep``, ``--timeout``, and the hidden ones a child is started with
+    (``helpers``: child steps that are not variants)."""
+    parser = argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=events, help=events_help)
+    parser.add_argument(
+        "--variants",
+        default=default,
+        help=f"comma-separated, of {', '.join(variants)} (default: %(default)s)",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (data, logs)")
+    parser.add_argument(
+        "--timeout", type=float, default=3600.0, help="seconds per variant (default: 3600)"
+    )
+    # Internal: how the parent starts a child.
+    parser.add_argument("--variant", choices=[*variants, *helpers], help=argparse.SUPPRESS)
+    parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--bootstrap", help=argparse.SUPPRESS)
+    return parser
+
+
+def run_parent(
+    args: argparse.Namespace,
+    variants: tuple[str, ...],
+    prefix: str,
+    run: Callable[[argparse.Namespace, list[str], Path], int],
+) -> int:
+    """Check ``--variants`` and ``--events``, then ``run(args, chosen variants, work)`` in a
+    fresh temp dir, removed afterwards unless ``--keep``; returns the exit code."""
+    chosen = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in chosen if v not in variants]
+    if unknown or not chosen:
+        print(f"bench: unknown variants {unknown}; choose from {variants}", file=sys.stderr)
+        return 2
+    if args.events < 1000:
+        print("bench: --events must be at least 1000", file=sys.stderr)
+        return 2
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        return run(args, chosen, work)
+    finally:
+        if args.keep:
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def run_variant(
+    script: str,
+    work: Path,
+    bootstrap: str,
+    variant: str,
+    timeout: float,
+    *,
+    quiet: bool = False,
+    extra: Sequence[str] = (),
+) -> Measured:
+    """Run one variant of a benchmark ``script`` in a fresh child (``--variant``, its work
+    dir and the broker as flags, then ``extra``); its log and result file go to ``work``.
+    Unless ``quiet``, says when it starts and, if it succeeded, its time and peak memory."""
+    if not quiet:
+        print(f"running {variant} ...", flush=True)
+    argv = [
+        sys.executable,
+        str(Path(script).resolve()),
+        "--variant",
+        variant,
+        "--work",
+        str(work),
+        "--bootstrap",
+        bootstrap,
+        *extra,
+    ]
+    measured = run_measured(
+        argv,
+        log=work / f"{variant}.log",
+        result_file=work / f"result-{variant}.json",
+        timeout=timeout,
+    )
+    if not quiet and measured.returncode == 0:
+        print(
+            f"  {variant}: {measured.seconds:.1f} s, peak RSS "
+            f"{measured.peak_rss_bytes / MIB:,.0f} MiB",
+            flush=True,
+        )
+    return measured
+
+
+def failed(measured: Measured) -> int:
+    """Say which variant failed, with the end of its log; the benchmark's exit code."""
+    print(
+        f"bench: {measured.argv[3]} exited with {measured.returncode}; the end of its log:\n"
+        f"{tail(measured.log)}",
+        file=sys.stderr,
+    )
+    return 1
+
+
 def _kill_group(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
@@ -202,6 +310,58 @@ class Stopwatch:
     def __exit__(self, *exc: object) -> None:
         elapsed = time.perf_counter() - self._started
         self.phases[self._name] = self.phases.get(self._name, 0.0) + elapsed
+
+
+def messages_table(messages: list):
+    """confluent-kafka messages as one ``KAFKA_MESSAGE`` table: what the plain variants
+    decode, batch by batch, as the Beam read hands the jobs' decoders."""
+    import pyarrow as pa
+
+    from schemas.kafka_message import KAFKA_MESSAGE
+
+    return pa.Table.from_pydict(
+        {
+            "topic": [m.topic() for m in messages],
+            "partition": [m.partition() for m in messages],
+            "offset": [m.offset() for m in messages],
+            "timestamp": [m.timestamp()[1] for m in messages],
+            "key": [m.key() for m in messages],
+            "value": [m.value() for m in messages],
+        },
+        schema=KAFKA_MESSAGE,
+    )
+
+
+def measured_table(
+    runs: dict[str, Measured], events: int, what: str, column: str, value: Callable[[dict], str]
+) -> list[str]:
+    """The lines a benchmark's report opens with: per variant its wall and work time,
+    events per second of each, peak memory, and ``column`` (``value`` of its result)."""
+    rows = [
+        [
+            name,
+            f"{m.seconds:.1f}",
+            f"{m.result['work_seconds']:.1f}",
+            f"{m.result['import_seconds']:.1f}",
+            f"{events / m.seconds:,.0f}",
+            f"{events / m.result['work_seconds']:,.0f}",
+            f"{m.max_rss_bytes / MIB:,.0f}",
+            f"{m.tree_rss_bytes / MIB:,.0f}",
+            str(m.processes),
+            value(m.result),
+        ]
+        for name, m in runs.items()
+    ]
+    header = ["variant", "seconds", "work s", "imports s", "events/s", "events/s (work)",
+              "peak RSS MiB", "tree RSS MiB", "procs", column]  # fmt: skip
+    return [
+        f"{events:,} {what}; seconds = child wall time (start, imports, work); "
+        "work = after the imports",
+        render_table(header, rows),
+        "(peak RSS: ru_maxrss of the largest process in the variant's tree; tree RSS: the "
+        "sampled peak of the sum over its live processes)",
+        "",
+    ]
 
 
 def render_table(header: list[str], rows: list[list[str]]) -> str:

@@ -16,14 +16,13 @@ import logging
 import time
 
 import apache_beam as beam
-import pyarrow as pa
 from apache_beam.options.pipeline_options import PipelineOptions
+from common import messages_table
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from pipelines.broker import EmbeddedBroker
 from pipelines.run_summary import counters
-from schemas.kafka_message import KAFKA_MESSAGE
 from transforms.decode import NAMESPACE, DecodeLedgerEvents, decode_ledger_batch
 from transforms.kafka import ReadKafkaRanges
 from transforms.kafka_config import consumer_config, producer_config
@@ -87,18 +86,7 @@ def plain_loop(bootstrap: str, partitions: int, batch: int) -> int:
     while len(done) < partitions:
         msgs = [m for m in consumer.consume(batch, timeout=1.0) if _keep(m, done)]
         if msgs:
-            table = pa.Table.from_pydict(
-                {
-                    "topic": [m.topic() for m in msgs],
-                    "partition": [m.partition() for m in msgs],
-                    "offset": [m.offset() for m in msgs],
-                    "timestamp": [m.timestamp()[1] for m in msgs],
-                    "key": [m.key() for m in msgs],
-                    "value": [m.value() for m in msgs],
-                },
-                schema=KAFKA_MESSAGE,
-            )
-            rows += decode_ledger_batch(table, job="bench").events.num_rows
+            rows += decode_ledger_batch(messages_table(msgs), job="bench").events.num_rows
     consumer.close()
     return rows
 

@@ -26,8 +26,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import MIB, Measured, machine, render_table
-from reconcile import _child, _failed, generate, publish
+import reconcile
+from common import MIB, Measured, failed, machine, render_table, run_variant
+from reconcile import generate, publish
 
 DEFAULT_SIZES = "1000000,10000000"
 EVENTS_PER_BUCKET = 62_500
@@ -99,9 +100,12 @@ def _run_size(events: int, work: Path, args) -> tuple[Measured, int] | None:
             return None
         print(f"running the job with --buckets {buckets} ...", flush=True)
         started = time.perf_counter()
-        measured = _child(work, broker.bootstrap_servers, "job", args.timeout, buckets)
+        measured = run_variant(
+            reconcile.__file__, work, broker.bootstrap_servers, "job", args.timeout,
+            quiet=True, extra=["--buckets", str(buckets)],
+        )  # fmt: skip
     if measured.returncode != 0:
-        _failed(measured)
+        failed(measured)
         return None
     r = measured.result
     print(

@@ -40,12 +40,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import re
-import shutil
 import sys
-import tempfile
-import threading
 import time
 from datetime import date
 from pathlib import Path
@@ -54,12 +49,15 @@ from common import (
     MIB,
     Measured,
     Stopwatch,
+    failed,
     machine,
-    render_table,
-    run_measured,
-    tail,
-    tree_rss,
+    measured_table,
+    messages_table,
+    run_parent,
+    run_variant,
+    variants_parser,
 )
+from probe import Probe, phase_lines, probe_result
 
 TOPIC = "ledger.transactions"
 DAY = date(2026, 11, 20)
@@ -74,48 +72,15 @@ NAIVE_FILES = 4
 # -- the parent: set up, run each variant in a child, report ---------------------------------
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--events", type=int, default=1_000_000, help="ledger events (1M)")
-    parser.add_argument(
-        "--variants",
-        default=DEFAULT_VARIANTS,
-        help=f"comma-separated, of {', '.join(VARIANTS)} (default: %(default)s)",
-    )
-    parser.add_argument("--keep", action="store_true", help="keep the temp dir (data, logs)")
-    parser.add_argument(
-        "--timeout", type=float, default=3600.0, help="seconds per variant (default: 3600)"
-    )
-    # Internal: how the parent starts a child.
-    parser.add_argument("--variant", choices=[*VARIANTS, "prepare"], help=argparse.SUPPRESS)
-    parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--bootstrap", help=argparse.SUPPRESS)
-    parser.add_argument("--buckets", type=int, default=None, help=argparse.SUPPRESS)
-    return parser
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = variants_parser(
+        __doc__, VARIANTS, DEFAULT_VARIANTS, 1_000_000, "ledger events (1M)", ("prepare",)
+    )
+    parser.add_argument("--buckets", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
     if args.variant:
         return run_child(args.variant, args.work, args.bootstrap, args.buckets)
-    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    unknown = [v for v in variants if v not in VARIANTS]
-    if unknown or not variants:
-        print(f"bench: unknown variants {unknown}; choose from {VARIANTS}", file=sys.stderr)
-        return 2
-    if args.events < 1000:
-        print("bench: --events must be at least 1000", file=sys.stderr)
-        return 2
-    work = Path(tempfile.mkdtemp(prefix="payrecon-bench-"))
-    try:
-        return _run(args, variants, work)
-    finally:
-        if args.keep:
-            print(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+    return run_parent(args, VARIANTS, "payrecon-bench-", _run)
 
 
 def generate(work: Path, events: int):
@@ -171,101 +136,30 @@ def _run(args, variants: list[str], work: Path) -> int:
             return 3
         for variant in variants:
             if variant in ("naive", "join") and not (work / "naive-input").exists():
-                prepared = _child(work, bootstrap, "prepare", args.timeout)
+                prepared = run_variant(
+                    __file__, work, bootstrap, "prepare", args.timeout, quiet=True
+                )
                 if prepared.returncode != 0:
-                    return _failed(prepared)
+                    return failed(prepared)
                 print(
                     f"  (naive input: {prepared.result['ledger_rows']:,} ledger and "
                     f"{prepared.result['stripe_rows']:,} Stripe rows staged as Parquet in "
                     f"{prepared.seconds:.1f} s, not timed)",
                     flush=True,
                 )
-            print(f"running {variant} ...", flush=True)
-            measured = _child(work, bootstrap, variant, args.timeout)
+            measured = run_variant(__file__, work, bootstrap, variant, args.timeout)
             if measured.returncode != 0:
-                return _failed(measured)
+                return failed(measured)
             runs[variant] = measured
-            print(
-                f"  {variant}: {measured.seconds:.1f} s, peak RSS "
-                f"{measured.peak_rss_bytes / MIB:,.0f} MiB",
-                flush=True,
-            )
     print()
     print(report(runs, args.events, key))
     return 0
 
 
-def _child(
-    work: Path, bootstrap: str, variant: str, timeout: float, buckets: int | None = None
-) -> Measured:
-    argv = [
-        sys.executable,
-        str(Path(__file__).resolve()),
-        "--variant",
-        variant,
-        "--work",
-        str(work),
-        "--bootstrap",
-        bootstrap,
-        *(["--buckets", str(buckets)] if buckets else []),
-    ]
-    return run_measured(
-        argv,
-        log=work / f"{variant}.log",
-        result_file=work / f"result-{variant}.json",
-        timeout=timeout,
-    )
-
-
-def _failed(measured: Measured) -> int:
-    print(
-        f"bench: {measured.argv[3]} exited with {measured.returncode}; the end of its log:\n"
-        f"{tail(measured.log)}",
-        file=sys.stderr,
-    )
-    return 1
-
-
 def report(runs: dict[str, Measured], events: int, key: dict) -> str:
-    rows = []
-    for name, m in runs.items():
-        r = m.result
-        rows.append(
-            [
-                name,
-                f"{m.seconds:.1f}",
-                f"{r['work_seconds']:.1f}",
-                f"{r['import_seconds']:.1f}",
-                f"{events / m.seconds:,.0f}",
-                f"{events / r['work_seconds']:,.0f}",
-                f"{m.max_rss_bytes / MIB:,.0f}",
-                f"{m.tree_rss_bytes / MIB:,.0f}",
-                str(m.processes),
-                f"{r.get('discrepancies', 0):,}",
-            ]
-        )
-    lines = [
-        f"{events:,} ledger events; seconds = child wall time (start, imports, work); "
-        "work = after the imports",
-        render_table(
-            [
-                "variant",
-                "seconds",
-                "work s",
-                "imports s",
-                "events/s",
-                "events/s (work)",
-                "peak RSS MiB",
-                "tree RSS MiB",
-                "procs",
-                "discrepancies",
-            ],
-            rows,
-        ),
-        "(peak RSS: ru_maxrss of the largest process in the variant's tree; tree RSS: the "
-        "sampled peak of the sum over its live processes)",
-        "",
-    ]
+    lines = measured_table(
+        runs, events, "ledger events", "discrepancies", lambda r: f"{r.get('discrepancies', 0):,}"
+    )
     expected = len(key["discrepancies"])
     for name in ("job", "job2", "plain"):
         if name in runs:
@@ -295,7 +189,7 @@ def report(runs: dict[str, Measured], events: int, key: dict) -> str:
     for name in ("job", "job2"):
         if name in runs and runs[name].result.get("stages"):
             lines.append(f"{name} phases (peak RSS of the process tree during each):")
-            lines.append("    " + _stages(runs[name].result))
+            lines.append("    " + phase_lines(runs[name].result, _PHASES["running"]))
     if "plain" in runs:
         phases = runs["plain"].result["phases"]
         lines.append("plain phases: " + ", ".join(f"{k} {v:.1f} s" for k, v in phases.items()))
@@ -351,30 +245,6 @@ _PHASES = {
 }
 
 
-def _stages(result: dict) -> str:
-    """The job's own progress lines (``==> ...``) as phases with their durations."""
-    marks = result["stages"]
-    if not marks:
-        return ""
-    ends = [t for t, _ in marks[1:]] + [result["work_seconds"]]
-    parts = [f"before {marks[0][0]:.1f} s"]
-    peaks = dict(result.get("peaks", {}))
-    beam_stages = result.get("beam_stages", [])
-    if beam_stages and _PHASES["running"] in peaks:  # the pipeline's peak includes its stages
-        peaks[_PHASES["running"]] = max(peaks[_PHASES["running"]], *(s[3] for s in beam_stages))
-    for (t, label), end in zip(marks, ends, strict=True):
-        peak = f", peak {peaks[label] / MIB:,.0f} MiB" if label in peaks else ""
-        parts.append(f"{label} {end - t:.1f} s{peak}")
-    lines = ["; ".join(parts)]
-    for label, seconds, bundles, peak in beam_stages:
-        if seconds >= 0.05:
-            shown = f"{peak / MIB:6,.0f}" if peak else "     -"
-            lines.append(
-                f"    stage {seconds:6.1f} s  peak {shown} MiB  {bundles:>3} bundles  {label}"
-            )
-    return "\n".join(lines)
-
-
 # -- the children: one variant each ----------------------------------------------------------
 
 
@@ -414,86 +284,6 @@ def _finding(kind: str, order_id: str | None, stripe_object_id: str | None) -> t
     return (kind, order_id if kind == "duplicate_charge" else stripe_object_id)
 
 
-class _Probe:
-    """Where the job's time and memory go, from inside its process: the launcher's phases
-    (its ``==>`` progress lines on stderr) and FnApiRunner's stages (each bundle it runs),
-    with the peak RSS of the process tree sampled during each."""
-
-    def __init__(self, started: float, interval: float = 0.1):
-        self.started = started
-        self.label = "start"
-        self.marks: list[tuple[float, str]] = []
-        self.peaks: dict[str, int] = {}
-        self.stages: dict[str, list[float]] = {}  # label -> [seconds, bundles]
-        self._halt = threading.Event()
-        self._thread = threading.Thread(target=self._sample, args=(interval,), daemon=True)
-
-    def _sample(self, interval: float) -> None:
-        pid = os.getpid()
-        while not self._halt.is_set():
-            label = self.label
-            self.peaks[label] = max(self.peaks.get(label, 0), tree_rss(pid)[0])
-            self._halt.wait(interval)
-
-    def __enter__(self) -> _Probe:
-        self._stream, sys.stderr = sys.stderr, self  # type: ignore[assignment]
-        self._unpatch = self._patch_fn_api_runner()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._halt.set()
-        self._thread.join()
-        self._unpatch()
-        sys.stderr = self._stream
-
-    # stderr: the job's progress lines
-    def write(self, text: str) -> int:
-        if text.startswith("==> "):
-            self.label = _PHASES.get(text[4:].split()[0], text[4:28])
-            self.marks.append((time.perf_counter() - self.started, self.label))
-        return self._stream.write(text)
-
-    def __getattr__(self, name):
-        return getattr(self._stream, name)
-
-    def _patch_fn_api_runner(self):
-        """Time each bundle FnApiRunner executes (a private method: skipped if it moved)."""
-        try:
-            from apache_beam.runners.portability.fn_api_runner import fn_runner
-
-            original = fn_runner.FnApiRunner._execute_bundle
-        except (ImportError, AttributeError):
-            return lambda: None
-        probe = self
-
-        def timed(runner, context, bundle_manager, bundle_input):
-            label, outer = _stage_label(bundle_manager.stage.name), probe.label
-            probe.label, t = label, time.perf_counter()
-            try:
-                return original(runner, context, bundle_manager, bundle_input)
-            finally:
-                spent = probe.stages.setdefault(label, [0.0, 0])
-                spent[0] += time.perf_counter() - t
-                spent[1] += 1
-                probe.label = outer
-
-        fn_runner.FnApiRunner._execute_bundle = timed
-
-        def unpatch() -> None:
-            fn_runner.FnApiRunner._execute_bundle = original
-
-        return unpatch
-
-
-def _stage_label(name: str) -> str:
-    """A fused stage's transforms, two levels deep: ``ReadStripe/ReadExports+...``."""
-    plain = name.replace("ref_AppliedPTransform_", "")
-    pairs = re.findall(r"(?:^|[(+])([A-Za-z][A-Za-z0-9_]*)[-/]([A-Za-z][A-Za-z0-9]*)", plain)
-    names = [f"{a}/{b}" for a, b in pairs if not a.startswith(("ref_", "PCollection"))]
-    return "+".join(dict.fromkeys(names))[:200] or name[:60]
-
-
 def _job(variant: str, work: Path, bootstrap: str, key: dict, buckets: int | None = None) -> dict:
     t = time.perf_counter()
     import duckdb
@@ -523,7 +313,7 @@ def _job(variant: str, work: Path, bootstrap: str, key: dict, buckets: int | Non
     if buckets:
         argv += ["--buckets", str(buckets)]
     started = time.perf_counter()
-    with _Probe(started) as probe:
+    with Probe(started, _PHASES) as probe:
         code = reconcile(argv)
     seconds = time.perf_counter() - started
     with duckdb.connect(str(warehouse), read_only=True) as con:
@@ -539,11 +329,7 @@ def _job(variant: str, work: Path, bootstrap: str, key: dict, buckets: int | Non
         "exit_code": code,
         "import_seconds": imports,
         "work_seconds": seconds,
-        "stages": probe.marks,
-        "beam_stages": [
-            [k, v[0], int(v[1]), probe.peaks.get(k, 0)] for k, v in probe.stages.items()
-        ],
-        "peaks": probe.peaks,
+        **probe_result(probe),
         "discrepancies": n,
         "messages_in": run[0],
         "dead_letters": run[1],
@@ -557,23 +343,12 @@ def read_ledger(bootstrap: str, plan, batch: int = 20_000, idle_timeout: float =
     batch (what the Beam read does, as a loop). Returns (events, dead letters, messages)."""
     import pyarrow as pa
 
-    from schemas.kafka_message import KAFKA_MESSAGE
     from transforms.decode import decode_ledger_batch
     from transforms.kafka_ranges import consume_plan
 
     events, dead, messages = [], 0, 0
     for kept in consume_plan(bootstrap, plan, batch_size=batch, idle_timeout=idle_timeout):
-        table = pa.Table.from_pydict(
-            {
-                "topic": [m.topic() for m in kept],
-                "partition": [m.partition() for m in kept],
-                "offset": [m.offset() for m in kept],
-                "timestamp": [m.timestamp()[1] for m in kept],
-                "key": [m.key() for m in kept],
-                "value": [m.value() for m in kept],
-            },
-            schema=KAFKA_MESSAGE,
-        )
+        table = messages_table(kept)
         decoded = decode_ledger_batch(table, job="bench")
         events.append(decoded.events)
         dead += decoded.dead_letters.num_rows
