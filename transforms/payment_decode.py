@@ -9,7 +9,8 @@ types, nullability and JSON-Schema constraints), so the contract is stated once.
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from typing import Any, NamedTuple
 
 import apache_beam as beam
 import pyarrow as pa
@@ -35,44 +36,81 @@ DECODED_TELEMETRY = with_provenance(PAYMENT_TELEMETRY_V1)
 DECODED_RESULT = with_provenance(PAYMENT_RESULT_V1)
 
 
-def _check_value(f: pa.Field, value: Any) -> Invalid | None:
-    t = f.type
-    if pa.types.is_string(t):
+class _FieldRule(NamedTuple):
+    """What a field of a payment contract accepts, read once from its pyarrow field (its
+    metadata is parsed on every access, which made the checks the decoder's main cost)."""
+
+    name: str
+    type: pa.DataType
+    kind: str  # string, integer, floating, timestamp or other
+    nullable: bool
+    required: bool
+    low: int  # integers: the range the column can hold, [low, high)
+    high: int
+    rules: dict[str, Any]
+
+
+def _kind(t: pa.DataType) -> str:
+    for kind in ("string", "integer", "floating", "timestamp"):
+        if getattr(pa.types, f"is_{kind}")(t):
+            return kind
+    return "other"  # no other types in the payment contracts
+
+
+def _rule(f: pa.Field) -> _FieldRule:
+    low = high = 0
+    if pa.types.is_integer(f.type):
+        signed = pa.types.is_signed_integer(f.type)
+        width = f.type.bit_width - 1 if signed else f.type.bit_width
+        low, high = (-(2**width) if signed else 0), 2**width
+    return _FieldRule(
+        f.name, f.type, _kind(f.type), f.nullable, is_required(f), low, high, constraints_of(f)
+    )
+
+
+@functools.cache
+def _rules(schema: pa.Schema) -> tuple[_FieldRule, ...]:
+    return tuple(_rule(f) for f in schema)
+
+
+def _check_value(f: _FieldRule, value: Any) -> Invalid | None:
+    if f.kind == "string":
         ok = isinstance(value, str)
-    elif pa.types.is_integer(t):
+    elif f.kind == "integer":
         ok = isinstance(value, int) and not isinstance(value, bool)
-    elif pa.types.is_floating(t):
+    elif f.kind == "floating":
         ok = isinstance(value, int | float) and not isinstance(value, bool)
-    elif pa.types.is_timestamp(t):
+    elif f.kind == "timestamp":
         if not isinstance(value, str) or parse_rfc3339_micros(value) is None:
             return Invalid(Reason.BAD_TIMESTAMP, f"{f.name} {value!r} is not RFC 3339")
         return None
-    else:  # no other types in the payment contracts
+    else:
         ok = True
     if not ok:
-        return Invalid(Reason.WRONG_TYPE, f"{f.name} should be {t}, got {type(value).__name__}")
+        return Invalid(
+            Reason.WRONG_TYPE, f"{f.name} should be {f.type}, got {type(value).__name__}"
+        )
     return _check_range(f, value) or _check_constraints(f, value)
 
 
-def _check_range(f: pa.Field, value: Any) -> Invalid | None:
+def _check_range(f: _FieldRule, value: Any) -> Invalid | None:
     """An integer the column cannot hold (Arrow would refuse the whole batch)."""
-    t = f.type
-    if pa.types.is_integer(t):
-        width = t.bit_width - 1 if pa.types.is_signed_integer(t) else t.bit_width
-        low = -(2**width) if pa.types.is_signed_integer(t) else 0
-        if low <= value < 2**width:
+    if f.kind == "integer":
+        if f.low <= value < f.high:
             return None
         reason = Reason.AMOUNT_OUT_OF_RANGE if f.name == "amount" else Reason.WRONG_TYPE
-        return Invalid(reason, f"{f.name} {value} does not fit in {t}")
-    if pa.types.is_floating(t) and isinstance(value, int) and abs(value) > 2**53:
-        return Invalid(Reason.WRONG_TYPE, f"{f.name} {value} is not exactly a {t}")
+        return Invalid(reason, f"{f.name} {value} does not fit in {f.type}")
+    if f.kind == "floating" and isinstance(value, int) and abs(value) > 2**53:
+        return Invalid(Reason.WRONG_TYPE, f"{f.name} {value} is not exactly a {f.type}")
     return None
 
 
-def _check_constraints(f: pa.Field, value: Any) -> Invalid | None:
+def _check_constraints(f: _FieldRule, value: Any) -> Invalid | None:
     if f.name == "currency" and value not in ISO_4217:
         return Invalid(Reason.UNKNOWN_CURRENCY, f"currency {value!r} is not ISO 4217 lowercase")
-    rules = constraints_of(f)
+    rules = f.rules
+    if not rules:
+        return None
     if "enum" in rules and value not in rules["enum"]:
         return Invalid(Reason.WRONG_TYPE, f"{f.name} {value!r} is not one of {rules['enum']}")
     if "minimum" in rules and value < rules["minimum"]:
@@ -85,11 +123,15 @@ def _check_constraints(f: pa.Field, value: Any) -> Invalid | None:
 
 def check_record(schema: pa.Schema, obj: Any) -> Invalid | None:
     """None when ``obj`` is a valid record of ``schema`` (payment telemetry or result v1)."""
+    return _check_record(_rules(schema), obj)
+
+
+def _check_record(fields: tuple[_FieldRule, ...], obj: Any) -> Invalid | None:
     if not isinstance(obj, dict):
         return Invalid(Reason.NOT_AN_OBJECT, f"expected a JSON object, got {type(obj).__name__}")
-    for f in schema:
+    for f in fields:
         if f.name not in obj:
-            if is_required(f):
+            if f.required:
                 return Invalid(Reason.MISSING_FIELD, f"{f.name} is missing")
             continue
         value = obj[f.name]
@@ -129,13 +171,14 @@ def decode_payment_batch(
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
 ) -> DecodedBatch:
     """Split ``KAFKA_MESSAGE`` rows into ``schema`` rows (with provenance) and dead letters."""
+    fields = _rules(schema)
     good: list[int] = []
     objects: list[dict] = []
     bad: list[int] = []
     problems: list[Invalid] = []
     for i, value in enumerate(messages.column("value").to_pylist()):
         parsed = parse_json_payload(value, max_payload_bytes)
-        invalid = parsed if isinstance(parsed, Invalid) else check_record(schema, parsed)
+        invalid = parsed if isinstance(parsed, Invalid) else _check_record(fields, parsed)
         if invalid is None:
             good.append(i)
             objects.append(parsed)  # type: ignore[arg-type]
