@@ -13,7 +13,6 @@ each round with new random delays, before the rerun.
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from pathlib import Path
@@ -24,30 +23,26 @@ from tests.faults.kill_helpers import (
     KILL_ROUNDS,
     Job,
     assert_all_or_nothing,
-    committed,
     kill_seed,
     start_and_kill,
 )
-from tests.faults.kill_helpers import snapshot as snapshot_tables
-from tests.kafka_helpers import consume_all
-from tests.reconcile_helpers import published_day, reconcile_argv
+from tests.faults.reconcile_state import (
+    JOB,
+    LOADED_TOGETHER,
+    LOADING,
+    RUNNING,
+    TABLES,
+    published_ids,
+    snapshot,
+    without_clocks,
+)
+from tests.faults.reconcile_state import argv as scenario_argv
+from tests.faults.reconcile_state import offsets as scenario_offsets
+from tests.reconcile_helpers import published_day
 
 pytestmark = pytest.mark.slow
 
 PARTITIONS = 3
-JOB = "pipelines.reconcile"
-LOADING = "==> loading the warehouse"
-RUNNING = "==> running the pipeline"
-# Loaded together in one transaction by the job; a kill shows all of them or none.
-LOADED_TOGETHER = (
-    "recon_runs",
-    "recon_discrepancies",
-    "recon_matches",
-    "fact_ledger_events",
-    "fact_balance_transactions",
-    "dq_results",
-)
-TABLES = (*LOADED_TOGETHER, "daily_revenue")
 
 
 @pytest.fixture(scope="module")
@@ -65,51 +60,11 @@ def day(broker, tmp_path_factory) -> dict:
 
 
 def argv(broker, day: dict, warehouse: Path, label: str) -> list[str]:
-    """The reconcile flags for this day; ``label`` names this
-    scenario's discrepancies topic and consumer group."""
-    return reconcile_argv(
-        broker.bootstrap_servers,
-        day,
-        warehouse,
-        discrepancies_topic=discrepancies_topic(day, label),
-        group_id=group(day, label),
-    )
-
-
-def discrepancies_topic(day: dict, label: str) -> str:
-    return f"{day['topic']}.{label}.discrepancies"
-
-
-def group(day: dict, label: str) -> str:
-    return f"g-{day['topic']}-{label}"
-
-
-def snapshot(warehouse: Path) -> dict[str, list[tuple]]:
-    """Every table's rows, sorted; recon_runs without its clock columns (started_at,
-    finished_at, and the plan's planned_at_ms inside ``offsets``), which no rerun repeats."""
-    return snapshot_tables(warehouse, TABLES, _without_clocks)
-
-
-def _without_clocks(table: str, names: list[str], row: tuple) -> tuple:
-    if table != "recon_runs":
-        return row
-    values = dict(zip(names, row, strict=True))
-    del values["started_at"], values["finished_at"]
-    offsets = json.loads(values["offsets"])
-    offsets.pop("planned_at_ms", None)
-    values["offsets"] = offsets
-    return tuple(sorted((k, repr(v)) for k, v in values.items()))
+    return scenario_argv(broker.bootstrap_servers, day, warehouse, label)
 
 
 def offsets(broker, day: dict, label: str) -> list[tuple[int, int]]:
-    return committed(broker.bootstrap_servers, group(day, label), day["topic"], PARTITIONS)
-
-
-def published_ids(broker, day: dict, label: str) -> set[str]:
-    return {
-        m.key().decode()
-        for m in consume_all(broker.bootstrap_servers, discrepancies_topic(day, label))
-    }
+    return scenario_offsets(broker.bootstrap_servers, day, label, PARTITIONS)
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +82,7 @@ def clean(broker, day, tmp_path_factory) -> dict:
     assert running_at is not None and loading_at is not None, job.stderr_tail()
     return {
         "tables": snapshot(warehouse),
-        "ids": published_ids(broker, day, "clean"),
+        "ids": published_ids(broker.bootstrap_servers, day, "clean"),
         "offsets": offsets(broker, day, "clean"),
         "duration_s": duration,
         "running_at_s": running_at,
@@ -158,7 +113,7 @@ def test_killed_runs_then_a_rerun_leave_the_state_of_one_clean_run(
         context = f"seed {seed}, kill {name} ({delay:.2f}s after {line or 'start'})"
         start_and_kill(jobs, JOB, run, (name, line, delay), context)
         outcome = assert_all_or_nothing(
-            warehouse, LOADED_TOGETHER, clean["tables"], context, _without_clocks
+            warehouse, LOADED_TOGETHER, clean["tables"], context, without_clocks
         )
         history.append(f"{name}: {outcome}")
 
@@ -169,7 +124,9 @@ def test_killed_runs_then_a_rerun_leave_the_state_of_one_clean_run(
     final = snapshot(warehouse)
     for table in TABLES:
         assert final[table] == clean["tables"][table], f"seed {seed}, {history}: {table}"
-    assert published_ids(broker, day, "killed") == clean["ids"], f"seed {seed}, {history}"
+    assert published_ids(broker.bootstrap_servers, day, "killed") == clean["ids"], (
+        f"seed {seed}, {history}"
+    )
     assert offsets(broker, day, "killed") == clean["offsets"], f"seed {seed}, {history}"
 
 
