@@ -199,4 +199,7 @@ def test_killed_repairs_then_a_rerun_leave_the_state_of_one_clean_run(
     if len(final["recon_health"]) > 1:
         assert history[-1].startswith("(committed"), f"seed {seed}, {history}: extra runs"
     assert published(broker, day, label) == clean["records"], f"seed {seed}, {history}"
+    copies = len(consume_all(broker.bootstrap_servers, f"{day['topic']}.{label}.repairs"))
+    print(f"round {round_}: {copies} repair events published for "
+          f"{len(clean['records']['repairs'])} distinct ones (at least once)")  # fmt: skip
     assert offsets(broker, day, label) == clean["offsets"], f"seed {seed}, {history}"

@@ -27,7 +27,7 @@ from tests.kafka_helpers import consume_all, new_topic, produce
 from tests.stripe_proxy import drop, drop_response, hang, hang_response, rate_limited, server_error
 from tests.test_repair_api import discrepancy
 from transforms.repair_truth import ApiTruth
-from transforms.stripe_api import StripeClient
+from transforms.stripe_api import DEFAULT_RETRY, StripeClient
 
 pytest_plugins = ("tests.stripe_fixtures",)
 pytestmark = pytest.mark.slow
@@ -185,3 +185,7 @@ def test_stripe_down_past_the_retries_dead_letters_each_discrepancy_once(
     assert len(dead) == n
     reasons = {dict(m.headers())["payrecon.dlq.reason"] for m in dead}
     assert reasons == {STRIPE_UNAVAILABLE.encode()}
+    # Each object was asked as often as the retry policy allows, no more.
+    asked = Counter(r.path.rsplit("/", 1)[-1] for r in stripe_proxy.requests)
+    assert asked == {oid: DEFAULT_RETRY.max_attempts for oid in discrepancies["objects"]}
+    print(f"injected Stripe faults: {len(stripe_proxy.requests)} (503 to every request)")
