@@ -162,6 +162,14 @@ class EmbeddedBroker:
             shutil.rmtree(self._temp_dir, ignore_errors=True)
             self._temp_dir = None
 
+    def kill(self) -> None:
+        """SIGKILL every process this broker started at once, as a crash would (no orderly
+        shutdown), then release the directory as ``stop()`` does. For fault tests."""
+        for child in self._children:
+            with contextlib.suppress(ProcessLookupError):
+                child.process.kill()
+        self.stop()
+
     def exited(self) -> str | None:
         """Which process, if any, stopped on its own: ``"tansu exited with code 1"`` or None."""
         for child in self._children:

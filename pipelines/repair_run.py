@@ -94,7 +94,9 @@ def run_repair(request: RepairRequest, truth: TruthSource) -> int:
         outcomes = [_handle(d, msg, truth) for d, msg in latest.values()] + unreadable
         _publish(request, outcomes)
         finished = datetime.now(UTC)
+        _say(f"loading the warehouse {request.warehouse.split('?')[0]}")
         _load(request, run_id, started, finished, outcomes, messages, plan)
+        _say(f"committing the offsets of consumer group {request.group_id}")
         commit_offsets(
             request.bootstrap_servers,
             request.group_id,
@@ -165,6 +167,9 @@ def _handle(d: dict, msg: Any, source: TruthSource) -> Outcome:
 def _publish(request: RepairRequest, outcomes: list[Outcome]) -> None:
     events = [e for o in outcomes if o.plan for e in o.plan.events]
     reviews = [o.plan.review for o in outcomes if o.plan and o.plan.review]
+    dead = [o for o in outcomes if o.dead_reason]
+    _say(f"publishing {len(events):,} repair events, {len(reviews):,} reviews and "
+         f"{len(dead):,} dead letters")  # fmt: skip
     for topic, lines, key, stamp in (
         (request.repairs_topic, [json.dumps(e, sort_keys=True) for e in events], "order_id",
          "occurred_at"),
@@ -182,7 +187,7 @@ def _publish(request: RepairRequest, outcomes: list[Outcome]) -> None:
                 f"{result.failed} of {result.produced} records to {topic} not acknowledged; "
                 "nothing committed, rerun to retry"
             )
-    _dead_letter(request, [o for o in outcomes if o.dead_reason])
+    _dead_letter(request, dead)
 
 
 def _dead_letter(request: RepairRequest, dead: list[Outcome]) -> None:
