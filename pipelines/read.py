@@ -113,7 +113,10 @@ def build_pipeline(
     """The job's Beam pipeline, read to sinks, not yet run (a test builds it for Dataflow)."""
     pipeline = beam.Pipeline(options=PipelineOptions(pipeline_args))
     messages = pipeline | "ReadLedgerWindow" >> ReadKafkaRanges(
-        options.bootstrap_servers, plan, consumer_overrides=overrides
+        options.bootstrap_servers,
+        plan,
+        consumer_overrides=overrides,
+        idle_timeout_s=options.broker_timeout,
     )
     build(
         messages,

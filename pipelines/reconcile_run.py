@@ -303,7 +303,10 @@ def build_pipeline(
 
     pipeline = beam.Pipeline(options=PipelineOptions(beam_args))
     ledger = pipeline | "ReadLedgerWindow" >> ReadKafkaRanges(
-        request.bootstrap_servers, plan, consumer_overrides=request.kafka_overrides
+        request.bootstrap_servers,
+        plan,
+        consumer_overrides=request.kafka_overrides,
+        idle_timeout_s=request.broker_timeout,
     )
     stripe = pipeline | "ReadStripe" >> ReadStripeBalanceTransactions(
         request.stripe_source,

@@ -175,7 +175,10 @@ def build_pipeline(
     """The batch's Beam pipeline, read to sinks, not yet run (a test builds it for Dataflow)."""
     pipeline = beam.Pipeline(options=PipelineOptions(beam_args))
     messages = pipeline | "ReadTelemetryAndResults" >> ReadKafkaRanges(
-        request.bootstrap_servers, plan, consumer_overrides=request.kafka_overrides
+        request.bootstrap_servers,
+        plan,
+        consumer_overrides=request.kafka_overrides,
+        idle_timeout_s=request.broker_timeout,
     )
     outputs = build(
         messages,
