@@ -26,8 +26,10 @@ chromium:
 demo: install
 	$(VENV)/bin/payrecon demo
 
+# Two workers, each module on one of them (its module-scoped fixtures run once): the suite
+# waits on brokers and subprocesses more than it computes.
 test: install
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadfile
 
 # The full fault suite (issue 9): more fuzzed inputs and kill rounds than `make test` runs.
 faults: install

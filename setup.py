@@ -48,6 +48,8 @@ EXTRAS_REQUIRE = {
     "dev": [
         "pytest>=8,<10",
         "pytest-timeout>=2.3,<3",
+        # make test runs the suite on two workers (most of its time is waiting on brokers).
+        "pytest-xdist>=3.5,<4",
         "ruff>=0.6,<1",
         "mypy>=1.10,<3",
         # An independent Kafka client (pure Python, no librdkafka) for cross-checks.
