@@ -16,6 +16,7 @@ import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from pipelines.broker import EmbeddedBroker
+from tests.faults.fuzz_inputs import FAULTS_PROFILE, FUZZED, PROFILE
 
 TOPIC_TIMEOUT_S = 30.0
 
@@ -90,3 +91,33 @@ def _unique_topic_name(label: str) -> str:
     # Kafka topic names allow [a-zA-Z0-9._-], at most 249 characters.
     cleaned = re.sub(r"[^a-zA-Z0-9._-]+", "-", label).strip("-")[:150]
     return f"t.{cleaned}.{uuid.uuid4().hex[:8]}"
+
+
+# The fault suite's report: how many inputs each fuzz test fed to the code under test, one
+# line per test under HYPOTHESIS_PROFILE=faults (make faults), the total otherwise; the
+# README's "fuzzed inputs" figure. Under pytest-xdist each worker counts its own tests and
+# hands its counts to the controller, which reports them.
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # an xdist worker
+        workeroutput["fuzzed"] = dict(FUZZED)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:
+    FUZZED.update(getattr(node, "workeroutput", {}).get("fuzzed", {}))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not FUZZED or hasattr(terminalreporter.config, "workeroutput"):
+        return
+    terminalreporter.section("fuzzed inputs")
+    if PROFILE == FAULTS_PROFILE:
+        for test, inputs in sorted(FUZZED.items()):
+            terminalreporter.write_line(f"{test}: {inputs:,} inputs")
+    total = sum(FUZZED.values())
+    terminalreporter.write_line(
+        f"fuzzed inputs: {total:,} in {len(FUZZED)} tests (profile {PROFILE})"
+    )
