@@ -26,6 +26,9 @@ from pipelines.synthetic import (
 )
 from pipelines.synthetic import day as day_module
 from pipelines.synthetic.answer_key import MONEY_MOVING
+from pipelines.synthetic.chunk import chunk_rng, planner_rng
+from pipelines.synthetic.day import MAX_CHUNKS
+from pipelines.synthetic.ids import Tokens
 from pipelines.synthetic.writers import event_json
 from schemas.currencies import to_minor_units
 from schemas.dead_letter import DECODE_REASONS, Reason
@@ -232,6 +235,16 @@ def test_stripe_ids_look_like_stripes(day):
                 assert re.fullmatch(pattern, event[name]), (name, event[name])
     for row in day.rows:
         assert re.fullmatch(r"txn_3[0-9A-Za-z]{23}", row["balance_transaction_id"])
+
+
+def test_no_chunk_draws_the_planners_event_ids_or_idempotency_keys():
+    """numpy seeds [s] and [s, 0] are one stream: chunk 0 once repeated the planner's
+    UUIDs, and large days had event ids naming two different events."""
+    planner = Tokens(planner_rng(7))
+    drawn = {planner.uuid4() for _ in range(5_000)}
+    for index in range(MAX_CHUNKS):
+        chunk = Tokens(chunk_rng(7, index))
+        assert drawn.isdisjoint(chunk.uuid4() for _ in range(5_000)), index
 
 
 def test_ids_are_unique(day):

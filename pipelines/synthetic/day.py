@@ -26,7 +26,14 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.synthetic import answer_key, malformed, scenarios
-from pipelines.synthetic.chunk import ChunkPlan, ChunkResult, ledger_part, run_chunk, stripe_part
+from pipelines.synthetic.chunk import (
+    ChunkPlan,
+    ChunkResult,
+    ledger_part,
+    planner_rng,
+    run_chunk,
+    stripe_part,
+)
 from pipelines.synthetic.clock import Window, diurnal_offsets
 from pipelines.synthetic.ids import MAX_SPACES
 from pipelines.synthetic.records import Mint
@@ -234,7 +241,7 @@ def generate_day(
     """
     started = time.perf_counter()
     rnd = random.Random(config.seed)
-    rng = np.random.default_rng(config.seed)
+    rng = planner_rng(config.seed)
     window = Window(config.day)
     times = slot_times(config.events, window, rng)
     planner = Mint(rnd, rng, config.seed, max(20, config.events // 40), id_space=PLANNER_ID_SPACE)
