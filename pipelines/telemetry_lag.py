@@ -25,7 +25,7 @@ from pipelines.telemetry_alerts import open_anomalies, resolve, sql_timestamp
 from schemas.tables import TABLES
 from transforms.anomaly import UP, alert_id
 from transforms.consumer_lag import PartitionLag
-from transforms.consumer_stall import DIMS, METRIC, MODEL, action_of, dims_of, stalls
+from transforms.consumer_stall import DIMS, METRIC, MODEL, action_of, stalls
 from transforms.warehouse import Warehouse
 
 LAG = TABLES["telemetry_consumer_lag"]
@@ -77,10 +77,10 @@ def stalled_anomalies(
     stored = _stored(warehouse, groups, now - timedelta(days=HISTORY_DAYS))
     frame = pl.from_arrow(pa.concat_tables([stored, measured]))
     assert isinstance(frame, pl.DataFrame)
-    found = stalls(frame.unique(maintain_order=True), now, stall_after, groups)
+    found = stalls(frame, now, stall_after, groups).with_columns(dims=DIMS)
     rows = []
     for s in found.iter_rows(named=True):
-        dims = dims_of(s["group_id"], s["topic"], s["partition"])
+        dims = s["dims"]
         rows.append(
             {
                 "window_start": s["stalled_since"], "metric": METRIC, "dims": dims,

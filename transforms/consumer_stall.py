@@ -73,11 +73,7 @@ def stalls(
     )
 
 
-def dims_of(group_id: str, topic: str, partition: int) -> str:
-    """The alert's ``dims``: which group is stuck where (:data:`DIMS` of a frame's rows)."""
-    return f"group={group_id},topic={topic},partition={partition}"
-
-
+# The alert's ``dims``: which group is stuck where.
 DIMS = pl.format("group={},topic={},partition={}", *SERIES)
 
 
