@@ -70,6 +70,7 @@ WINDOW_COUNTS = pa.schema(
         ("gateway", pa.string()),
         ("component", pa.string()),
         ("count", pa.int64()),
+        ("pane", pa.int64()),  # the window's firing (streaming panes are deltas)
     ]
 )
 log = logging.getLogger(__name__)
@@ -173,8 +174,39 @@ class TelemetryOptions(KafkaOptions):
             "before it is alerted as stalled, e.g. 90s, 2m (default: %(default)s).",
         )
         add("--repeat-every", dest="repeat_every", default=None,
-            help="Run a micro-batch every interval (e.g. 1m) until interrupted "
-            "(default: one micro-batch, then exit).")  # fmt: skip
+            help="Run a micro-batch (or, with --finish-only, a finish step) every interval "
+            "(e.g. 1m) until interrupted (default: once, then exit).")  # fmt: skip
+        add(
+            "--streaming",
+            action="store_true",
+            help="Submit the streaming job instead of a micro-batch: an unbounded read "
+            "(Beam's KafkaIO) on a streaming runner (--runner=DataflowRunner or FlinkRunner), "
+            "window panes written to the warehouse as they fire; run --finish-only "
+            "periodically beside it.",
+        )
+        add(
+            "--early-firing",
+            dest="early_firing",
+            default="30s",
+            help="Streaming only: how often a window still open fires its counts so far, "
+            "in processing time, e.g. 30s, 1m (default: %(default)s).",
+        )
+        add(
+            "--stream-id",
+            dest="stream_id",
+            default=None,
+            help="Streaming only: names the job's panes in telemetry_window_counts; keep it "
+            "across --update of a running job, change it for a new job (default: the group "
+            "id and the launch time).",
+        )
+        add(
+            "--finish-only",
+            dest="finish_only",
+            action="store_true",
+            help="Read no messages: recompute telemetry_minutely, requests, conversion and "
+            "anomalies of what the streaming job loaded since the last finish, publish "
+            "alerts and measure consumer lag.",
+        )
 
 
 class TelemetryOutputs(NamedTuple):
@@ -186,7 +218,7 @@ class TelemetryOutputs(NamedTuple):
 
 def _window_rows(batch) -> pa.Table:
     rows = [
-        (w.start * 1_000_000, w.end * 1_000_000, w.gateway, component, n)
+        (w.start * 1_000_000, w.end * 1_000_000, w.gateway, component, n, w.pane)
         for w in batch
         for component, n in w.counts.items()
     ]
@@ -206,8 +238,10 @@ def build(
     allowed_lateness_s: int,
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     stripe_events_topic: str | None = None,
+    early_firing_s: int | None = None,
 ) -> TelemetryOutputs:
-    """The job's logic, from raw message batches of the topics to every output."""
+    """The job's logic, from raw message batches of the topics to every output; with
+    ``early_firing_s`` (streaming) the window counts are discarding panes (deltas)."""
     decoded = messages | "DecodePaymentMessages" >> DecodePaymentMessages(
         telemetry_topic=telemetry_topic,
         results_topic=results_topic,
@@ -221,7 +255,7 @@ def build(
     )  # fmt: skip
     window_counts = (
         counted
-        | "CountPerWindow" >> WindowedPaymentCounts(windows, allowed_lateness_s)
+        | "CountPerWindow" >> WindowedPaymentCounts(windows, allowed_lateness_s, early_firing_s)
         | "BatchWindows" >> beam.BatchElements(min_batch_size=1_000, max_batch_size=50_000)
         | "WindowCountsTable" >> beam.Map(_window_rows).with_output_types(pa.Table)
     )
@@ -294,9 +328,17 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"payrecon telemetry: {exc}", file=sys.stderr)
         return 2
+    if request.streaming:
+        from pipelines.telemetry_stream import run_streaming
+
+        return run_streaming(request, beam_args)
+    if request.finish_only:
+        from pipelines.telemetry_stream_finish import run_finish_only as step
+    else:
+        step = run_telemetry
     while True:
         started = time.monotonic()
-        code = run_telemetry(request, beam_args)
+        code = step(request, beam_args)
         if code != 0 or request.repeat_every_s is None:
             return code
         time.sleep(max(0.0, request.repeat_every_s - (time.monotonic() - started)))

@@ -49,10 +49,11 @@ _AT = pl.coalesce("first_call_at", "decided_at")
 
 
 def widen_tables(warehouse: Warehouse) -> None:
-    """Add the cohort columns to a ``payment_conversion`` and ``telemetry_anomalies`` of a
-    warehouse from before them (the additive migration a load would make), before the batch
-    reads those tables by their current schema."""
-    for table in (CONVERSION, ANOMALIES):
+    """Add the cohort columns to a ``payment_conversion`` and ``telemetry_anomalies``, and
+    ``loaded_at`` to a ``telemetry_window_counts``, of a warehouse from before them (the
+    additive migration a load would make), before the batch reads those tables by their
+    current schema."""
+    for table in (CONVERSION, ANOMALIES, TABLES["telemetry_window_counts"]):
         if warehouse.has_table(table.name):
             warehouse.ensure(table)
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import polars as pl
 import pyarrow as pa
@@ -91,20 +91,33 @@ def window_state(window_counts: pa.Table, run_id: str) -> pa.Table:
     frame = pl.from_arrow(window_counts)
     assert isinstance(frame, pl.DataFrame)
     summed = frame.group_by(*_WINDOW_KEY, "component").agg(pl.col("count").sum())
-    summed = summed.with_columns(batch_id=pl.lit(run_id)).sort(*_WINDOW_KEY, "component")
+    summed = summed.with_columns(
+        batch_id=pl.lit(run_id), loaded_at=pl.lit(None, pl.Datetime("us", "UTC"))
+    ).sort(*_WINDOW_KEY, "component")
     return summed.select(STATE.schema.names).to_arrow().cast(STATE.schema)
+
+
+def stored_counts(warehouse: Warehouse, windows: pl.DataFrame, extra: str = "") -> pa.Table:
+    """The stored ``telemetry_window_counts`` rows of ``windows`` (``_WINDOW_KEY`` rows)."""
+    starts = windows.get_column("window_start").to_list()
+    return _rows_where_in(warehouse, STATE, "window_start", starts, sql_timestamp, extra=extra)
 
 
 def recompute_windows(warehouse: Warehouse, state: pa.Table, run_id: str) -> pa.Table:
     """``telemetry_minutely`` rows of every window in ``state``, from all batches' counts."""
-    earlier = _rows_where_in(
-        warehouse, STATE, "window_start", state.column("window_start").to_pylist(), sql_timestamp,
-        extra=f" AND batch_id <> {_text(run_id)}",
-    )  # fmt: skip
-    frame = pl.from_arrow(pa.concat_tables([earlier, state]))
+    frame = pl.from_arrow(state)
     assert isinstance(frame, pl.DataFrame)
-    touched = frame.filter(pl.col("batch_id") == run_id).select(_WINDOW_KEY).unique()
-    frame = frame.join(touched, on=_WINDOW_KEY, how="semi")
+    touched = frame.select(_WINDOW_KEY).unique()
+    earlier = stored_counts(warehouse, touched, extra=f" AND batch_id <> {_text(run_id)}")
+    return window_metrics_of(pa.concat_tables([earlier, state]), touched, run_id)
+
+
+def window_metrics_of(counts: pa.Table, windows: pl.DataFrame, run_id: str) -> pa.Table:
+    """``telemetry_minutely`` rows of ``windows`` from ``counts``, every batch's counts of
+    them (``TELEMETRY_WINDOW_COUNTS_V1`` rows; rows of other windows are ignored)."""
+    frame = pl.from_arrow(counts.select(STATE.schema.names))
+    assert isinstance(frame, pl.DataFrame)
+    frame = frame.join(windows.select(_WINDOW_KEY), on=_WINDOW_KEY, how="semi")
     summed = frame.group_by(*_WINDOW_KEY, "component").agg(pl.col("count").sum())
     windows: dict[tuple, dict[str, int]] = {}
     for start, end, gateway, component, n in summed.iter_rows():
@@ -205,39 +218,67 @@ def finish_batch(
     with open_warehouse(request.warehouse) as warehouse:
         widen_tables(warehouse)
         minutely = recompute_windows(warehouse, state, run_id)
-        facts, days = merge_requests(warehouse, partials, run_id)
-        conversion = recompute_conversion(warehouse, facts, days, run_id)
-        detected_at = datetime.now(UTC)
-        stalled = stalled_anomalies(
-            warehouse, lag, stall_after=timedelta(seconds=request.stall_after_s),
-            groups=request.stall_groups, run_id=run_id, detected_at=detected_at,
-        )  # fmt: skip
-        drops = detect_cohort_drops(warehouse, minutely, facts, run_id, detected_at)
-        conversion = with_cohort_drops(warehouse, conversion, drops)
-        anomalies = pa.concat_tables(
-            [detect_anomalies(warehouse, minutely, run_id, detected_at), drops, stalled]
-        )
+        derived = derive(request, warehouse, minutely, partials, lag, run_id)
         health = _health(request, plan, run_id, started, staging, state)
-        warehouse.load(
-            {STATE: state, MINUTELY: minutely, FACTS: facts, CONVERSION: conversion,
-             ANOMALIES: anomalies, LAG: lag, TABLES["recon_health"]: health}
-        )  # fmt: skip
+        warehouse.load({STATE: state, **derived.tables(), TABLES["recon_health"]: health})
     row = health.to_pylist()[0]
     if not row["counts_conserved"]:
         print(f"payrecon telemetry: counts do not add up: {row}", file=sys.stderr)
         return 1
-    alerts = publish_alerts(request, anomalies)
+    alerts = publish_alerts(request, derived.anomalies)
     commit_offsets(
         request.bootstrap_servers, request.group_id, plan.ranges, request.kafka_overrides,
         forward_only=True, timeout=request.broker_timeout,
     )  # fmt: skip
     print(
         f"\ntelemetry run {run_id}: {row['records_in']:,} messages, {row['records_out']:,} "
-        f"decoded, {row['dead_letters']:,} dead-lettered; {minutely.num_rows:,} metric rows "
-        f"over {state.select(_WINDOW_KEY).group_by(_WINDOW_KEY).aggregate([]).num_rows:,} "
-        f"windows; {facts.num_rows:,} payment requests; conversion of "
-        f"{len(days)} day(s) recomputed; consumer lag of {lag.num_rows:,} partition(s), "
-        f"{stalled.num_rows} stalled; {alerts} anomal{'y' if alerts == 1 else 'ies'} "
-        f"alerted on {request.alerts_topic}"
+        f"decoded, {row['dead_letters']:,} dead-lettered; {derived.summary(alerts, request)}"
     )
     return 0
+
+
+class Derived(NamedTuple):
+    """What a finish step computes from the recomputed windows and the merged requests."""
+
+    minutely: pa.Table
+    facts: pa.Table
+    days: set[date]
+    conversion: pa.Table
+    anomalies: pa.Table
+    stalled: pa.Table
+    lag: pa.Table
+
+    def tables(self) -> dict:
+        return {MINUTELY: self.minutely, FACTS: self.facts, CONVERSION: self.conversion,
+                ANOMALIES: self.anomalies, LAG: self.lag}  # fmt: skip
+
+    def summary(self, alerts: int, request) -> str:
+        windows = self.minutely.select(_WINDOW_KEY).group_by(_WINDOW_KEY).aggregate([])
+        return (
+            f"{self.minutely.num_rows:,} metric rows over {windows.num_rows:,} windows; "
+            f"{self.facts.num_rows:,} payment requests; conversion of {len(self.days)} day(s) "
+            f"recomputed; consumer lag of {self.lag.num_rows:,} partition(s), "
+            f"{self.stalled.num_rows} stalled; {alerts} anomal{'y' if alerts == 1 else 'ies'} "
+            f"alerted on {request.alerts_topic}"
+        )
+
+
+def derive(
+    request, warehouse: Warehouse, minutely: pa.Table, partials: pa.Table, lag: pa.Table,
+    run_id: str,
+) -> Derived:  # fmt: skip
+    """Requests merged with ``partials``, conversion of their days, and the anomalies of
+    ``minutely`` (the recomputed windows), of the cohorts and of the consumer ``lag``."""
+    facts, days = merge_requests(warehouse, partials, run_id)
+    conversion = recompute_conversion(warehouse, facts, days, run_id)
+    detected_at = datetime.now(UTC)
+    stalled = stalled_anomalies(
+        warehouse, lag, stall_after=timedelta(seconds=request.stall_after_s),
+        groups=request.stall_groups, run_id=run_id, detected_at=detected_at,
+    )  # fmt: skip
+    drops = detect_cohort_drops(warehouse, minutely, facts, run_id, detected_at)
+    conversion = with_cohort_drops(warehouse, conversion, drops)
+    anomalies = pa.concat_tables(
+        [detect_anomalies(warehouse, minutely, run_id, detected_at), drops, stalled]
+    )
+    return Derived(minutely, facts, days, conversion, anomalies, stalled, lag)

@@ -68,6 +68,10 @@ class TelemetryRequest:
     lag_groups: tuple[str, ...] | None = None  # None: every group the broker lists
     stall_groups: tuple[str, ...] = STALL_GROUPS
     stall_after_s: int = 120
+    streaming: bool = False
+    early_firing_s: int = 30
+    stream_id: str | None = None
+    finish_only: bool = False
 
     @classmethod
     def from_args(cls, args) -> TelemetryRequest:
@@ -90,6 +94,14 @@ class TelemetryRequest:
         stall_after = seconds_of("--stall-after", args.stall_after)
         if stall_after < 1:
             raise UsageError(f"--stall-after {args.stall_after!r}: must be at least 1s")
+        early = seconds_of("--early-firing", args.early_firing)
+        if early < 1:
+            raise UsageError(f"--early-firing {args.early_firing!r}: must be at least 1s")
+        if args.streaming and (args.finish_only or repeat):
+            raise UsageError(
+                "--streaming submits a job that runs until drained: it takes neither "
+                "--finish-only (run that beside it) nor --repeat-every"
+            )
         return cls(
             bootstrap_servers=args.bootstrap_servers,
             kafka_overrides=overrides,
@@ -108,6 +120,10 @@ class TelemetryRequest:
             lag_groups=parse_groups("--lag-groups", args.lag_groups, everything=True),
             stall_groups=parse_groups("--stall-groups", args.stall_groups, everything=False) or (),
             stall_after_s=stall_after,
+            streaming=args.streaming,
+            early_firing_s=early,
+            stream_id=args.stream_id,
+            finish_only=args.finish_only,
         )
 
     @property
@@ -143,7 +159,7 @@ def run_telemetry(request: TelemetryRequest, beam_args: list[str]) -> int:
             timeout=request.broker_timeout,
         )
         run_id = run_id_of(plan)
-        lag = lag_rows(_measure_lag(request), datetime.now(UTC), run_id)
+        lag = lag_rows(measure_groups_lag(request), datetime.now(UTC), run_id)
         staging = staging_root(request, run_id)  # type: ignore[arg-type]
         clear_staging(staging)
         _say(f"run {run_id}: {plan.total_offsets:,} messages from the committed offsets")
@@ -169,6 +185,20 @@ def run_telemetry(request: TelemetryRequest, beam_args: list[str]) -> int:
         return code
 
 
+def build_for(request: TelemetryRequest, messages, early_firing_s: int | None = None):
+    """``build`` with the request's topics, windows and limits (``TelemetryOutputs``)."""
+    return build(
+        messages,
+        telemetry_topic=request.telemetry_topic,
+        results_topic=request.results_topic,
+        stripe_events_topic=request.stripe_events_topic,
+        windows=request.windows,
+        allowed_lateness_s=request.allowed_lateness_s,
+        max_payload_bytes=request.max_payload_bytes,
+        early_firing_s=early_firing_s,
+    )
+
+
 def build_pipeline(
     request: TelemetryRequest, plan: ReadPlan, staging: str, beam_args: list[str]
 ) -> beam.Pipeline:
@@ -180,15 +210,7 @@ def build_pipeline(
         consumer_overrides=request.kafka_overrides,
         idle_timeout_s=request.broker_timeout,
     )
-    outputs = build(
-        messages,
-        telemetry_topic=request.telemetry_topic,
-        results_topic=request.results_topic,
-        stripe_events_topic=request.stripe_events_topic,
-        windows=request.windows,
-        allowed_lateness_s=request.allowed_lateness_s,
-        max_payload_bytes=request.max_payload_bytes,
-    )
+    outputs = build_for(request, messages)
     wire_sinks(
         outputs, bootstrap=request.bootstrap_servers, overrides=request.kafka_overrides,
         staging=staging,
@@ -211,7 +233,8 @@ def _run_pipeline(
             raise reported from None
 
 
-def _measure_lag(request: TelemetryRequest) -> list:
+def measure_groups_lag(request: TelemetryRequest) -> list:
+    """The lag of ``--lag-groups`` and the watched ``--stall-groups`` (none: nothing)."""
     if request.lag_groups == ():
         return []
     groups = None if request.lag_groups is None else (*request.lag_groups, *request.stall_groups)

@@ -31,6 +31,7 @@ from schemas.telemetry import (
     TELEMETRY_ANOMALIES_V1,
     TELEMETRY_CONSUMER_LAG_V1,
     TELEMETRY_MINUTELY_V1,
+    TELEMETRY_REQUEST_PARTIALS_V1,
     TELEMETRY_WINDOW_COUNTS_V1,
 )
 
@@ -229,6 +230,12 @@ TABLES: dict[str, TableDef] = {
             ("window_start", "window_end", "gateway", "component", "batch_id"),
             "window_start",
             ("gateway",),
+        ),
+        TableDef(
+            "telemetry_request_partials",
+            TELEMETRY_REQUEST_PARTIALS_V1,
+            ("request_id", "partial_id"),
+            "loaded_at",
         ),
         TableDef(
             "fact_payment_requests",

@@ -4,6 +4,8 @@
 * ``telemetry_window_counts``: the additive counts each micro-batch contributed to a window,
   from which ``telemetry_minutely`` is recomputed (a window that spans micro-batches, or
   receives late data, gets the same metrics as if one run had read all of its data).
+* ``telemetry_request_partials``: the streaming job's partial request rows, before the
+  finish step merges them into ``fact_payment_requests``.
 * ``fact_payment_requests``: one row per payment request the gateway worked on: its cohort
   (from the telemetry attempts) and its outcome (from its payment result).
 * ``payment_conversion``: attempts vs successes per UTC day and cohort, a rollup of
@@ -82,6 +84,14 @@ TELEMETRY_MINUTELY_V1 = versioned(
     doc="Payment metrics per event-time window, gateway, metric and dimension.",
 )
 
+_LOADED_AT = field(
+    "loaded_at",
+    UTC_MICROS,
+    "When the streaming job loaded the row; `payrecon telemetry --finish-only` finishes what "
+    "was loaded since its last run. Null for rows of micro-batches, which finish their own.",
+    nullable=True,
+)
+
 TELEMETRY_WINDOW_COUNTS_V1 = versioned(
     "telemetry_window_counts",
     1,
@@ -98,16 +108,18 @@ TELEMETRY_WINDOW_COUNTS_V1 = versioned(
             "batch_id",
             pa.string(),
             "The micro-batch that counted it: the telemetry run id (a retry of a batch "
-            "replaces its counts).",
+            "replaces its counts); streaming: <stream id>/<pane index> of the window's pane "
+            "(a retried pane replaces its counts).",
         ),
         field(
             "count",
             pa.int64(),
             "The count; for revenue:<currency>, the amount in the currency's smallest unit.",
         ),
+        _LOADED_AT,
     ],
-    doc="Additive counts per window and micro-batch, the state telemetry_minutely is "
-    "recomputed from.",
+    doc="Additive counts per window and micro-batch (or streaming pane), the state "
+    "telemetry_minutely is recomputed from.",
 )
 
 FACT_PAYMENT_REQUESTS_V1 = versioned(
@@ -161,6 +173,29 @@ FACT_PAYMENT_REQUESTS_V1 = versioned(
         field("run_id", pa.string(), "The telemetry run that last updated the row."),
     ],
     doc="One row per payment request seen in payments.telemetry or payments.results.",
+)
+
+TELEMETRY_REQUEST_PARTIALS_V1 = versioned(
+    "telemetry_request_partials",
+    1,
+    [
+        *(f for f in FACT_PAYMENT_REQUESTS_V1 if f.name not in ("day", "run_id")),
+        field(
+            "partial_id",
+            pa.string(),
+            "Hash of the row's values: the same partial row loaded twice (a retried bundle) "
+            "is one row.",
+        ),
+        field(
+            "loaded_at",
+            UTC_MICROS,
+            "When the streaming job loaded the row; `payrecon telemetry --finish-only` merges "
+            "what was loaded since its last run.",
+            nullable=True,
+        ),
+    ],
+    doc="What the streaming job knows of a request from one batch of its messages, merged "
+    "into fact_payment_requests by `payrecon telemetry --finish-only`.",
 )
 
 _CONVERSION_DROPS = [

@@ -16,9 +16,18 @@ from tests.kafka_helpers import new_topic, produce
 from transforms.gateways.base import GatewayResult
 from transforms.payment_records import TelemetryEvent, result_record
 from transforms.payment_requests import PaymentRequest
+from transforms.warehouse.duckdb_sink import DuckDBWarehouse
 
 START = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 COHORTS = [("US", "card", "visa"), ("FR", "card", "mastercard"), ("JP", "konbini", None)]
+# The tables two runs over the same messages must agree on, by (order, filter). A cohort that
+# a later batch empties keeps a row of zeros (loads only upsert), as when a request's result
+# came before its telemetry: compare the cohorts that have requests.
+TABLES = {
+    "telemetry_minutely": ("window_start, window_end, gateway, metric, dimension", "TRUE"),
+    "fact_payment_requests": ("request_id", "TRUE"),
+    "payment_conversion": ("day, country, payment_method_type, card_brand", "attempts > 0"),
+}
 
 
 @dataclass(frozen=True)
@@ -183,3 +192,10 @@ class Topics:
             "--alerts-topic", self.alerts, "--group-id", group,
             "--warehouse", f"duckdb:///{warehouse}", "--lag-groups", group, *flags,
         ])  # fmt: skip
+
+
+def table(path, name: str, order: str, where: str = "TRUE") -> list[dict]:
+    """The rows of a DuckDB warehouse's table, without the run that wrote them."""
+    with DuckDBWarehouse(path) as w:
+        sql = f"SELECT * EXCLUDE (run_id) FROM {name} WHERE {where} ORDER BY {order}"
+        return w.query_arrow(sql).to_pylist()

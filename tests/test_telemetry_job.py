@@ -17,10 +17,12 @@ from tests.kafka_helpers import consume_all
 from tests.telemetry_helpers import (
     COHORTS,
     START,
+    TABLES,
     Record,
     Topics,
     declines,
     storm_429,
+    table,
     traffic,
 )
 from transforms.cohort_conversion import CohortConfig
@@ -33,21 +35,6 @@ ALPHA = CohortConfig().alpha
 
 def _unavailable(*args, **kwargs):
     raise BrokerUnavailable("broker went away during the commit")
-
-
-def table(path, name: str, order: str, where: str = "TRUE") -> list[dict]:
-    with DuckDBWarehouse(path) as w:
-        sql = f"SELECT * EXCLUDE (run_id) FROM {name} WHERE {where} ORDER BY {order}"
-        return w.query_arrow(sql).to_pylist()
-
-
-# A cohort that a later batch empties keeps a row of zeros (loads only upsert), as when
-# a request's result came before its telemetry: compare the cohorts that have requests.
-TABLES = {
-    "telemetry_minutely": ("window_start, window_end, gateway, metric, dimension", "TRUE"),
-    "fact_payment_requests": ("request_id", "TRUE"),
-    "payment_conversion": ("day, country, payment_method_type, card_brand", "attempts > 0"),
-}
 
 
 def test_two_micro_batches_give_the_tables_of_one_batch_over_all_messages(broker, tmp_path):

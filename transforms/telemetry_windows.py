@@ -2,13 +2,19 @@
 
 The same transforms serve both ways of running ``payrecon telemetry``:
 
-* streaming (an unbounded Kafka source on Dataflow or Flink): windows fire when the
-  watermark passes their end, then once more for each late arrival within the allowed
-  lateness, each pane holding the whole window so far (accumulating); data later than that
-  is dropped by the runner;
+* streaming (an unbounded Kafka source on Dataflow or Flink, ``early_firing_s`` set):
+  windows fire early every ``early_firing_s`` of processing time while data arrives, when
+  the watermark passes their end, then once more for each late arrival within the allowed
+  lateness. Panes are discarding: each holds only what arrived since the window's previous
+  pane, a delta of counts, and says which pane it is (``WindowCounts.pane``), so a sink can
+  store each pane under its own key and the sum over a window's panes is the window. Data
+  later than the allowed lateness is dropped by the runner;
 * bounded micro-batches (the local default): the watermark jumps to the end when the read
   ends, so every window fires once with what this batch read; the job adds the counts of
   earlier batches (``telemetry_window_counts``) before computing the metrics.
+
+Both are the same model, counts summed over batches: a micro-batch is one batch, a pane
+is one batch.
 
 Input: decoded ``DECODED_TELEMETRY`` and ``DECODED_RESULT`` tables (and
 ``DECODED_STRIPE_EVENT`` tables, optionally). Each table is first
@@ -53,12 +59,15 @@ HOUR_EVERY_5_MINUTES = WindowSpec("HourEvery5Minutes", 3600, 300)
 
 
 class WindowCounts(NamedTuple):
-    """The counts of one gateway in one window, ``[start, end)`` in epoch seconds."""
+    """The counts of one gateway in one window, ``[start, end)`` in epoch seconds: all of
+    them, or (streaming) those that arrived since the window's previous pane, ``pane``
+    being the index of the firing (0, 1, ... per window and gateway)."""
 
     start: int
     end: int
     gateway: str
     counts: dict[str, int]
+    pane: int = 0
 
 
 class _StampMinutesFn(beam.DoFn):
@@ -92,9 +101,9 @@ class SumCounts(beam.CombineFn):
 
 
 class _WindowBoundsFn(beam.DoFn):
-    def process(self, element, w=beam.DoFn.WindowParam):
+    def process(self, element, w=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam):
         gateway, counts = element
-        yield WindowCounts(int(w.start), int(w.end), gateway, counts)
+        yield WindowCounts(int(w.start), int(w.end), gateway, counts, pane.index)
 
 
 class CountPaymentMinutes(beam.PTransform):
@@ -116,18 +125,39 @@ class CountPaymentMinutes(beam.PTransform):
 
 class SumCountsPerWindow(beam.PTransform):
     """Minute counts in; one ``WindowCounts`` per window, gateway and pane out (in the
-    global window: each element carries its window's bounds).
+    global window: each element carries its window's bounds and pane index).
 
     Each window fires when the watermark passes its end and again for each late minute
-    count within ``allowed_lateness_s``; panes accumulate, so the last pane of a window
-    holds all of it (a sink upserting on the window's key keeps the latest). Later data is
-    dropped by the runner.
+    count within ``allowed_lateness_s``. Without ``early_firing_s`` panes accumulate, so the
+    last pane of a window holds all of it (a sink upserting on the window's key keeps the
+    latest). With it (streaming) the window also fires every ``early_firing_s`` of
+    processing time before its end while data arrives, and panes are discarding: each is
+    the delta since the previous one. Later data is dropped by the runner.
     """
 
-    def __init__(self, windows: tuple[WindowSpec, ...], allowed_lateness_s: int):
+    def __init__(
+        self,
+        windows: tuple[WindowSpec, ...],
+        allowed_lateness_s: int,
+        early_firing_s: int | None = None,
+    ):
         super().__init__()
         self._windows = windows
         self._lateness = Duration(seconds=allowed_lateness_s)
+        self._early_s = early_firing_s
+
+    def _firing(self) -> dict:
+        if self._early_s is None:
+            return {
+                "trigger": trigger.AfterWatermark(late=trigger.AfterCount(1)),
+                "accumulation_mode": trigger.AccumulationMode.ACCUMULATING,
+            }
+        return {
+            "trigger": trigger.AfterWatermark(
+                early=trigger.AfterProcessingTime(self._early_s), late=trigger.AfterCount(1)
+            ),
+            "accumulation_mode": trigger.AccumulationMode.DISCARDING,
+        }
 
     def expand(self, minute_counts):
         per_window = []
@@ -136,10 +166,7 @@ class SumCountsPerWindow(beam.PTransform):
                 minute_counts
                 | f"Window{spec.label}"
                 >> beam.WindowInto(
-                    spec.window_fn(),
-                    trigger=trigger.AfterWatermark(late=trigger.AfterCount(1)),
-                    accumulation_mode=trigger.AccumulationMode.ACCUMULATING,
-                    allowed_lateness=self._lateness,
+                    spec.window_fn(), allowed_lateness=self._lateness, **self._firing()
                 )
                 | f"SumPer{spec.label}" >> beam.CombinePerKey(SumCounts())
                 | f"Bounds{spec.label}" >> beam.ParDo(_WindowBoundsFn())
@@ -151,20 +178,24 @@ class SumCountsPerWindow(beam.PTransform):
 
 class WindowedPaymentCounts(beam.PTransform):
     """Decoded ``(telemetry tables, result tables[, Stripe event tables])`` in;
-    ``WindowCounts`` out, for every window of ``windows`` that holds data."""
+    ``WindowCounts`` out, for every window of ``windows`` that holds data (per pane: see
+    :class:`SumCountsPerWindow` for what ``early_firing_s`` changes)."""
 
     def __init__(
         self,
         windows: tuple[WindowSpec, ...] = (MINUTE, HOUR_EVERY_5_MINUTES),
         allowed_lateness_s: int = 3600,
+        early_firing_s: int | None = None,
     ):
         super().__init__()
         self._windows = windows
         self._lateness = allowed_lateness_s
+        self._early_s = early_firing_s
 
     def expand(self, inputs):
         return (
             inputs
             | "CountPaymentMinutes" >> CountPaymentMinutes()
-            | "SumCountsPerWindow" >> SumCountsPerWindow(self._windows, self._lateness)
+            | "SumCountsPerWindow"
+            >> SumCountsPerWindow(self._windows, self._lateness, self._early_s)
         )
