@@ -99,7 +99,7 @@ def kafka_rows_standing_in(pipeline, request):
         | "AsKafkaRows"
         >> beam.Map(
             lambda t: KafkaReadRow(request.telemetry_topic, 0, int(t), int(t * 1000), None, b"{}")
-        )  # fmt: skip
+        )
     )
 
 
