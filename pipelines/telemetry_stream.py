@@ -9,7 +9,8 @@ and different sinks:
 * windows: fire early every ``--early-firing`` (processing time), on the watermark, and on
   each late arrival within ``--allowed-lateness``, as discarding panes: each pane is the
   counts that arrived since the window's previous pane;
-* window counts: each pane's rows upserted into ``telemetry_window_counts`` under
+* window counts: each pane's rows upserted (one load per ``--early-firing`` interval) into
+  ``telemetry_window_counts`` under
   ``batch_id = <stream id>/<pane index>`` (the window and gateway are in the key too). A
   retried bundle rewrites the same rows, and a window's counts are the sum of its panes, as
   they are the sum of its micro-batches in the local mode: the finish step is the same;
@@ -107,22 +108,31 @@ def partial_rows(partials: pa.Table) -> pa.Table:
 
 
 def wire_streaming_sinks(
-    outputs: TelemetryOutputs, *, bootstrap: str, overrides: dict, warehouse: str, stream_id: str
+    outputs: TelemetryOutputs,
+    *,
+    bootstrap: str,
+    overrides: dict,
+    warehouse: str,
+    stream_id: str,
+    every_s: int,
 ) -> None:
     """Dead letters to ``<topic>.dlq``; window panes and request partials upserted into the
-    warehouse as they come. The message counts stay in the decoder's metrics."""
+    warehouse, one load per table every ``every_s``. The message counts stay in the
+    decoder's metrics."""
     outputs.dead_letters | "WriteDeadLetters" >> WriteDeadLetters(
         bootstrap, producer_overrides=overrides
     )
     (
         outputs.window_counts
         | "PaneRows" >> beam.Map(pane_state, stream_id).with_output_types(pa.Table)
-        | "UpsertPanes" >> UpsertToWarehouse(warehouse, STATE, loaded_at="loaded_at")
+        | "UpsertPanes"
+        >> UpsertToWarehouse(warehouse, STATE, loaded_at="loaded_at", every_s=every_s)
     )
     (
         outputs.request_partials
         | "PartialRows" >> beam.Map(partial_rows).with_output_types(pa.Table)
-        | "UpsertPartials" >> UpsertToWarehouse(warehouse, PARTIALS, loaded_at="loaded_at")
+        | "UpsertPartials"
+        >> UpsertToWarehouse(warehouse, PARTIALS, loaded_at="loaded_at", every_s=every_s)
     )
 
 
@@ -145,7 +155,7 @@ def build_streaming_pipeline(
     outputs = build_for(request, messages, early_firing_s=request.early_firing_s)
     wire_streaming_sinks(
         outputs, bootstrap=request.bootstrap_servers, overrides=request.kafka_overrides,
-        warehouse=request.warehouse, stream_id=stream_id,
+        warehouse=request.warehouse, stream_id=stream_id, every_s=request.early_firing_s,
     )  # fmt: skip
     return pipeline
 
