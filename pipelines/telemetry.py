@@ -22,9 +22,15 @@ before the commit is repeated by the next run with the same result; two micro-ba
 the tables one batch over the same
 messages gives. ``--repeat-every 1m`` runs micro-batches until interrupted.
 
-The windowing transforms (``transforms.telemetry_windows``) are the ones a streaming
-deployment runs on an unbounded source (Dataflow, Flink); no local runner fires windows of
-an unbounded source before it ends, so the local mode is micro-batches.
+``--streaming`` (``pipelines.telemetry_stream``) submits the same transforms as a streaming
+job on Dataflow or Flink: Beam's KafkaIO from the group's offsets, windows firing early
+(``--early-firing``), on the watermark and late (``--allowed-lateness``) as discarding panes,
+each pane's counts upserted into ``telemetry_window_counts`` as a batch of its own
+(``<stream id>/<pane index>``), so the counts add up as micro-batches' do. ``--finish-only``
+(``pipelines.telemetry_stream_finish``), run periodically beside it, does what a
+micro-batch does after its pipeline for what the stream loaded since the last finish. No
+local runner fires windows of an unbounded source before it ends, so the local mode is
+micro-batches, and ``--streaming`` on a local runner exits 2 saying what it needs.
 
 Exit codes: 0 done; 2 bad usage or configuration; 3 broker or warehouse unreachable
 (nothing committed: rerun).
