@@ -14,11 +14,12 @@ loaded since the last successful finish started:
   measures, as a micro-batch does) go to ``telemetry_anomalies`` and the alerts topic;
 * its ``recon_health`` row (job ``telemetry_finish``) is the cursor of the next run.
 
-Everything is loaded in one transaction before the alerts are published. Recomputing is
-idempotent (a window's metrics are a function of all its panes), so the next run looks back
-``OVERLAP`` before this run's start: a pane stamped before that start but committed after
-this run read is finished next time instead of being missed. A run that fails changes no
-cursor: the next one redoes its work.
+The tables are loaded in one transaction, then the alerts are published, and only then is
+the ``recon_health`` row written, as a micro-batch commits its offsets last: a run that
+fails anywhere before leaves the cursor where it was, and the next run redoes its work.
+Recomputing is idempotent (a window's metrics are a function of all its panes), so the next
+run looks back ``OVERLAP`` before this run's start: a pane stamped before that start but
+committed after this run read is finished next time instead of being missed.
 """
 
 from __future__ import annotations
@@ -117,14 +118,16 @@ def finish_changed(
         minutely = window_metrics_of(counts, windows, run_id)
         partials = changed_partials(warehouse, since)
         derived = derive(request, warehouse, minutely, partials, lag, run_id)
-        read = counts.num_rows + partials.num_rows  # warehouse rows, not messages
-        health = health_row(
-            job=JOB, run_id=run_id, window=_span(windows, started), started_at=started,
-            finished_at=datetime.now(UTC), status="succeeded", exit_code=0,
-            counts={"records_in": read, "records_out": read, "dead_letters": 0},
-        )  # fmt: skip
-        warehouse.load({**derived.tables(), HEALTH: health})
+        warehouse.load(derived.tables())
     alerts = publish_alerts(request, derived.anomalies)
+    read = counts.num_rows + partials.num_rows  # warehouse rows, not messages
+    health = health_row(
+        job=JOB, run_id=run_id, window=_span(windows, started), started_at=started,
+        finished_at=datetime.now(UTC), status="succeeded", exit_code=0,
+        counts={"records_in": read, "records_out": read, "dead_letters": 0},
+    )  # fmt: skip
+    with open_warehouse(request.warehouse) as warehouse:
+        warehouse.load({HEALTH: health})  # the next run's cursor, once the alerts are out
     changed = pc.count_distinct(partials["request_id"]).as_py() if partials.num_rows else 0
     print(
         f"\ntelemetry finish {run_id}: loaded since "

@@ -23,6 +23,7 @@ from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 
+import pipelines.telemetry_stream_finish as stream_finish
 from pipelines.telemetry import _parser
 from pipelines.telemetry import main as telemetry
 from pipelines.telemetry_run import TelemetryRequest
@@ -40,6 +41,7 @@ from tests.telemetry_helpers import (
     table,
 )
 from transforms.kafka_admin import ensure_topics
+from transforms.kafka_offsets import BrokerUnavailable
 from transforms.kafka_rows import KafkaReadRow, KafkaRowsToMessages
 from transforms.upsert_sink import UpsertToWarehouse
 from transforms.warehouse.duckdb_sink import DuckDBWarehouse
@@ -271,6 +273,31 @@ def test_the_finish_step_recomputes_the_windows_loaded_since_the_last_finish(bro
     assert second[0] == first[0]  # its new pane is older than the cursor: not seen yet
     assert second[1][1] == 4.0 and second[2][1] == 5.0
     assert second[1][0] == second[2][0] != first[0][0]
+
+
+def _unavailable(*args, **kwargs):
+    raise BrokerUnavailable("the broker went away while publishing the alerts")
+
+
+def test_a_finish_that_could_not_publish_its_alerts_is_redone_by_the_next(
+    broker, tmp_path, monkeypatch
+):
+    topics = Topics(broker.bootstrap_servers)
+    warehouse = tmp_path / "w.duckdb"
+    with DuckDBWarehouse(warehouse) as w:
+        w.load({STATE: pane(0, 3, "s/0", datetime.now(UTC) - timedelta(hours=1))})
+    with monkeypatch.context() as patch:
+        patch.setattr(stream_finish, "publish_alerts", _unavailable)
+        assert finish(topics, warehouse) == 3
+    assert finish(topics, warehouse) == 0
+
+    with DuckDBWarehouse(warehouse) as w:
+        runs = w.query_arrow(
+            "SELECT run_id, status FROM recon_health WHERE job = 'telemetry_finish' "
+            "ORDER BY started_at"
+        ).to_pylist()
+    assert [r["status"] for r in runs] == ["failed", "succeeded"]
+    assert _minutely_runs(warehouse) == {0: (runs[1]["run_id"], 3.0)}
 
 
 def test_a_retried_pane_rewrites_its_rows(tmp_path):
