@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.portability.api import beam_runner_api_pb2
 
 from pipelines import read, reconcile_run, telemetry, telemetry_run
@@ -133,3 +134,12 @@ def test_the_job_is_a_bounded_batch_job(dataflow_pipeline):
     _, proto = dataflow_pipeline
     bounded = {p.is_bounded for p in proto.components.pcollections.values()}
     assert bounded == {beam_runner_api_pb2.IsBounded.BOUNDED}
+
+
+def test_the_join_goes_through_files_only_on_local_runners():
+    # In-process runners hold a shuffle's input in memory; the others have a shuffle.
+    assert reconcile_run.local_runner(PipelineOptions([]))
+    assert reconcile_run.local_runner(PipelineOptions(["--runner=DirectRunner"]))
+    assert reconcile_run.local_runner(PipelineOptions(["--runner=PrismRunner"]))
+    assert not reconcile_run.local_runner(PipelineOptions(DATAFLOW_OPTIONS))
+    assert not reconcile_run.local_runner(PipelineOptions(["--runner=FlinkRunner"]))
