@@ -28,7 +28,8 @@ from pathlib import Path
 
 import reconcile
 from common import MIB, Measured, failed, machine, render_table, run_variant
-from reconcile import generate, publish
+from probe import phase_lines
+from reconcile import _PHASES, generate, publish
 
 DEFAULT_SIZES = "1000000,10000000"
 EVENTS_PER_BUCKET = 62_500
@@ -115,6 +116,8 @@ def _run_size(events: int, work: Path, args) -> tuple[Measured, int] | None:
         f"{r['false_positives']})",
         flush=True,
     )
+    if r.get("stages"):  # where the time and memory went: the job's phases and Beam stages
+        print("    " + phase_lines(r, _PHASES["running"]), flush=True)
     return measured, buckets
 
 

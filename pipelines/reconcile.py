@@ -175,9 +175,11 @@ def build(
     buckets: int,
     max_payload_bytes: int,
     field_map: LedgerFieldMap | None = None,
+    spill_dir: str | None = None,
 ) -> ReconcileOutputs:
     """The job's logic, from raw ledger message batches and Stripe row batches to every
-    output (tests feed it small inputs; ``run`` feeds it Kafka and Stripe)."""
+    output (tests feed it small inputs; ``run`` feeds it Kafka and Stripe). ``spill_dir``:
+    the join's shuffle goes through files there (local runners; see MatchAndClassify)."""
     params = window_parameters(config.read_start, config.read_end)
     decoded = ledger_messages | "DecodeLedgerEvents" >> DecodeLedgerEvents(
         job=JOB, max_payload_bytes=max_payload_bytes, field_map=field_map or LedgerFieldMap()
@@ -189,7 +191,7 @@ def build(
         STRIPE_BALANCE_TRANSACTIONS, params, config.run_id, validated_at=config.detected_at
     )
     found = (ledger.passed, stripe_ok.passed) | "MatchAndClassify" >> MatchAndClassify(
-        config, buckets=buckets
+        config, buckets=buckets, spill_dir=spill_dir
     )
     checked = found.discrepancies | "ValidateDiscrepancies" >> ValidateBatches(
         DISCREPANCIES, {}, config.run_id, validated_at=config.detected_at

@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from pipelines.job_setup import check_warehouse, clear_staging
 from pipelines.options import UsageError, rfc3339
@@ -289,6 +289,23 @@ def _run_pipeline(
             if reported is None:
                 raise  # a bug: the traceback is what its reader needs
             raise reported from None
+    clear_staging(join_spill_dir(staging))  # the join's files are read; the load needs none
+
+
+def join_spill_dir(staging: str) -> str:
+    """Where the join's shuffle goes through files on a local runner (a run's staging)."""
+    return FileSystems.join(staging, "_join")
+
+
+def local_runner(options: PipelineOptions) -> bool:
+    """Whether the runner is one of Beam's in-process runners, which hold every shuffle's
+    input in memory (Dataflow, Flink and Spark have a shuffle of their own)."""
+    runner = options.view_as(StandardOptions).runner
+    name = runner if isinstance(runner, str) or runner is None else type(runner).__name__
+    return (name or "DirectRunner").lower().removesuffix("runner") in LOCAL_RUNNERS
+
+
+LOCAL_RUNNERS = {"direct", "bundlebaseddirect", "switchingdirect", "fnapi", "prism"}
 
 
 def build_pipeline(
@@ -301,7 +318,8 @@ def build_pipeline(
     """The run's Beam pipeline, read to sinks, not yet run (a test builds it for Dataflow)."""
     from pipelines.reconcile import build, wire_sinks
 
-    pipeline = beam.Pipeline(options=PipelineOptions(beam_args))
+    options = PipelineOptions(beam_args)
+    pipeline = beam.Pipeline(options=options)
     ledger = pipeline | "ReadLedgerWindow" >> ReadKafkaRanges(
         request.bootstrap_servers,
         plan,
@@ -322,6 +340,7 @@ def build_pipeline(
         buckets=request.buckets,
         max_payload_bytes=request.max_payload_bytes,
         field_map=request.field_map,
+        spill_dir=join_spill_dir(staging) if local_runner(options) else None,
     )
     wire_sinks(
         outputs,

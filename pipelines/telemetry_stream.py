@@ -39,10 +39,11 @@ from datetime import UTC, datetime
 import apache_beam as beam
 import polars as pl
 import pyarrow as pa
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines.job_setup import check_warehouse
 from pipelines.options import UsageError
+from pipelines.reconcile_run import local_runner
 from pipelines.telemetry import TelemetryOutputs
 from pipelines.telemetry_run import TelemetryRequest, build_for
 from schemas.dead_letter import dlq_topic
@@ -57,24 +58,18 @@ from transforms.warehouse import WarehouseError
 
 STATE = TABLES["telemetry_window_counts"]
 PARTIALS = TABLES["telemetry_request_partials"]
-# Runners that run an unbounded Python pipeline with cross-language KafkaIO (a portable
-# runner is a Flink or Spark job server, or Prism, given by --job_endpoint).
-STREAMING_RUNNERS = ("DataflowRunner", "TestDataflowRunner", "FlinkRunner", "PortableRunner")
-
 Reader = Callable[[beam.Pipeline, TelemetryRequest], beam.PCollection]
 
 
 def streaming_runner_problem(beam_args: list[str]) -> str | None:
     """Why ``--streaming`` cannot run with these Beam options (None: it can)."""
-    runner = PipelineOptions(beam_args).view_as(StandardOptions).runner or "DirectRunner"
-    name = runner if isinstance(runner, str) else type(runner).__name__
-    if name.rsplit(".", 1)[-1] in STREAMING_RUNNERS:
+    if not local_runner(PipelineOptions(beam_args)):
         return None
     return (
-        f"--streaming needs a streaming runner and Beam's KafkaIO expansion service (Java): "
-        f"--runner=DataflowRunner (with --project, --region, --temp_location) or "
-        f"--runner=FlinkRunner (with --flink_master); {name} runs micro-batches only "
-        "(drop --streaming)"
+        "--streaming needs a streaming runner and Beam's KafkaIO expansion service (Java): "
+        "--runner=DataflowRunner (with --project, --region, --temp_location) or "
+        "--runner=FlinkRunner (with --flink_master); the local runners run micro-batches "
+        "only (drop --streaming)"
     )
 
 

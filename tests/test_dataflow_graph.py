@@ -16,6 +16,7 @@ from pathlib import Path
 
 import apache_beam as beam
 import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.portability.api import beam_runner_api_pb2
 from apache_beam.transforms.periodicsequence import PeriodicImpulse
 
@@ -171,3 +172,12 @@ def test_a_batch_job_is_bounded_and_the_streaming_job_unbounded(dataflow_pipelin
         assert beam_runner_api_pb2.IsBounded.UNBOUNDED in bounded
     else:
         assert bounded == {beam_runner_api_pb2.IsBounded.BOUNDED}
+
+
+def test_the_join_goes_through_files_only_on_local_runners():
+    # In-process runners hold a shuffle's input in memory; the others have a shuffle.
+    assert reconcile_run.local_runner(PipelineOptions([]))
+    assert reconcile_run.local_runner(PipelineOptions(["--runner=DirectRunner"]))
+    assert reconcile_run.local_runner(PipelineOptions(["--runner=PrismRunner"]))
+    assert not reconcile_run.local_runner(PipelineOptions(DATAFLOW_OPTIONS))
+    assert not reconcile_run.local_runner(PipelineOptions(["--runner=FlinkRunner"]))

@@ -713,3 +713,25 @@ def test_beam_composite_gives_the_pure_result_and_a_rerun_the_same_ids(tmp_path)
         )
         assert_that(ids, equal_to(expected_ids), label="same ids on rerun")
     assert d.result.discrepancies.schema == DISCREPANCY_V1
+
+
+def test_the_join_spilled_to_files_gives_the_pure_result(tmp_path):
+    # The local runner's memory: both shuffles carry paths of spilled sub-tables.
+    out = tmp_path / "day"
+    generate_day(GenerateConfig(date(2026, 11, 20), 2_000, 0.02, out, seed=5))
+    d = load_day(out)
+    spill = tmp_path / "spill"
+    with TestPipeline() as p:
+        inputs = {
+            # a batch delivered twice spills to the same files: both copies must count
+            "ledger": p | "Ledger" >> beam.Create([*_batches(d.ledger, 500), d.ledger[:500]]),
+            "stripe": p | "Stripe" >> beam.Create(_batches(d.stripe, 700)),
+        }
+        found = inputs | "Classify" >> MatchAndClassify(d.config, buckets=4, spill_dir=str(spill))
+        twice = pa.concat_tables([d.ledger, d.ledger[:500]])
+        expected = reconcile(twice, d.stripe, d.config, buckets=4)
+        for name in ReconResult._fields:
+            got = getattr(found, name) | f"{name}Rows" >> beam.FlatMap(_rows)
+            assert_that(got, equal_to(_rows(getattr(expected, name))), label=f"same {name}")
+    spilled = {path.parent.parent.name for path in spill.rglob("*.arrow")}
+    assert spilled == {"ledger", "stripe", "charges"}

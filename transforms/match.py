@@ -60,6 +60,7 @@ from apache_beam.metrics import Metrics
 from schemas.discrepancy import DISCREPANCY_V1
 from schemas.match import RECON_COUNT_V1, RECON_TOTALS_V1
 from transforms.arrow_coder import ArrowTableCoder  # noqa: F401 (registers the pa.Table coder)
+from transforms.join_spill import read_part, spill_part
 from transforms.match_buckets import (
     classify_bucket,
     concat_tables,
@@ -162,11 +163,13 @@ class MatchOutputs(NamedTuple):
 
 
 class _SplitFn(beam.DoFn):
-    """A batch -> ``(bucket, (side, sub-table))`` for each bucket it has rows of."""
+    """A batch -> ``(bucket, (side, sub-table))`` for each bucket it has rows of; with a
+    spill directory the sub-table is written there and its path is emitted instead."""
 
-    def __init__(self, side: str, buckets: int):
+    def __init__(self, side: str, buckets: int, spill_dir: str | None):
         self._side = side
         self._buckets = buckets
+        self._spill_dir = spill_dir
 
     def process(self, table: pa.Table):
         if self._side == "ledger":
@@ -174,14 +177,26 @@ class _SplitFn(beam.DoFn):
         elif self._side == "stripe":
             table = project_stripe(table)
         for bucket, part in split_by_bucket(table, self._side, self._buckets).items():
-            yield bucket, (self._side, part)
+            if self._spill_dir is None:
+                yield bucket, (self._side, part)
+            else:
+                yield bucket, (self._side, spill_part(self._spill_dir, self._side, bucket, part))
 
 
-def _split(side: str, buckets: int) -> beam.ParDo:
+def _split(side: str, buckets: int, spill_dir: str | None) -> beam.ParDo:
     # Typed, so the shuffle encodes the tables with ArrowTableCoder rather than pickle.
-    return beam.ParDo(_SplitFn(side, buckets)).with_output_types(
-        beam.typehints.Tuple[int, beam.typehints.Tuple[str, pa.Table]]
+    part = pa.Table if spill_dir is None else str
+    return beam.ParDo(_SplitFn(side, buckets, spill_dir)).with_output_types(
+        beam.typehints.Tuple[int, beam.typehints.Tuple[str, part]]
     )
+
+
+def _sides(parts) -> dict[str, list[pa.Table]]:
+    """A bucket's grouped ``(side, sub-table or spilled path)`` parts, as tables per side."""
+    sides: dict[str, list[pa.Table]] = {"ledger": [], "stripe": [], "charges": []}
+    for side, part in parts:
+        sides[side].append(read_part(part))
+    return sides
 
 
 class _ClassifyFn(beam.DoFn):
@@ -193,10 +208,7 @@ class _ClassifyFn(beam.DoFn):
         self.pending = Metrics.counter(NAMESPACE, "pending")
 
     def process(self, element):
-        _, parts = element
-        sides: dict[str, list[pa.Table]] = {"ledger": [], "stripe": []}
-        for side, table in parts:
-            sides[side].append(table)
+        sides = _sides(element[1])
         ledger = pa.concat_tables(sides["ledger"]) if sides["ledger"] else None
         stripe = pa.concat_tables(sides["stripe"]) if sides["stripe"] else None
         out = classify_bucket(ledger, stripe, self._config)
@@ -219,8 +231,7 @@ class _DoubleChargesFn(beam.DoFn):
         self._config = config
 
     def process(self, element):
-        _, parts = element
-        found = double_charges(pa.concat_tables([table for _, table in parts]), self._config)
+        found = double_charges(pa.concat_tables(_sides(element[1])["charges"]), self._config)
         if found.num_rows:
             yield found
 
@@ -256,21 +267,28 @@ class MatchAndClassify(beam.PTransform):
     succeeded charges are re-keyed by order / idempotency key for the double-charge pass.
     Deterministic: the same inputs give the same rows and ``discrepancy_id``s on every run
     and runner, whatever the batching.
+
+    With ``spill_dir``, both shuffles carry paths of files holding the sub-tables instead of
+    the tables (:mod:`transforms.join_spill`): for local runners, which hold a shuffle's
+    whole input in memory. The results are the same.
     """
 
-    def __init__(self, config: MatchConfig, *, buckets: int = DEFAULT_BUCKETS):
+    def __init__(
+        self, config: MatchConfig, *, buckets: int = DEFAULT_BUCKETS, spill_dir: str | None = None
+    ):
         super().__init__()
         if buckets < 1:
             raise ValueError(f"buckets must be at least 1, got {buckets}")
         self._config = config
         self._buckets = buckets
+        self._spill_dir = spill_dir
 
     def expand(self, inputs):
         ledger, stripe = (
             (inputs["ledger"], inputs["stripe"]) if isinstance(inputs, dict) else inputs
         )
-        keyed_ledger = ledger | "BucketLedger" >> _split("ledger", self._buckets)
-        keyed_stripe = stripe | "BucketStripe" >> _split("stripe", self._buckets)
+        keyed_ledger = ledger | "BucketLedger" >> _split("ledger", self._buckets, self._spill_dir)
+        keyed_stripe = stripe | "BucketStripe" >> _split("stripe", self._buckets, self._spill_dir)
         found = (
             (keyed_ledger, keyed_stripe)
             | "BothSides" >> beam.Flatten()
@@ -282,7 +300,7 @@ class MatchAndClassify(beam.PTransform):
         )
         doubles = (
             found.charges
-            | "BucketCharges" >> _split("charges", self._buckets)
+            | "BucketCharges" >> _split("charges", self._buckets, self._spill_dir)
             | "GroupByChargeBucket" >> beam.GroupByKey()
             | "FindDoubleCharges"
             >> beam.ParDo(_DoubleChargesFn(self._config)).with_output_types(pa.Table)
