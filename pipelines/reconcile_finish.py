@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from datetime import UTC, datetime
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
+import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
@@ -20,10 +22,14 @@ from pipelines.discrepancy_aging import (
     previous_snapshot,
 )
 from pipelines.reconcile_tables import (
+    REVENUE_COLUMNS,
     aggregate_dq_results,
     conservation_table,
     daily_revenue,
+    revenue_sums,
     run_row,
+    tally,
+    unreadable,
 )
 from pipelines.run_health import health_row
 from schemas.balance_transaction import BALANCE_TRANSACTION_V1
@@ -39,15 +45,7 @@ from transforms.quality_suites import RECONCILIATION_INVARIANTS
 from transforms.staging import read_staged, staged_files
 from transforms.warehouse import ParquetFiles, open_warehouse
 
-_REVENUE_COLUMNS = [
-    "balance_transaction_id",
-    "created",
-    "currency",
-    "reporting_category",
-    "amount",
-    "fee",
-    "net",
-]
+_FACT_COLUMNS = ["balance_transaction_id", *REVENUE_COLUMNS]
 
 
 def _columns(staging: str, name: str, columns: list[str]) -> pa.Table:
@@ -58,6 +56,21 @@ def _columns(staging: str, name: str, columns: list[str]) -> pa.Table:
             {c: pa.array([], pa.int64() if c == "amount" else pa.string()) for c in columns}
         )
     return ds.dataset(files, format="parquet").to_table(columns=columns)
+
+
+def _batches(staging: str, name: str, columns: list[str]) -> Iterator[pa.RecordBatch]:
+    """A staged table's columns, batch by batch (nothing when it has no files)."""
+    files = staged_files(staging, name)
+    if files:
+        yield from ds.dataset(files, format="parquet").to_batches(columns=columns)
+
+
+def _tally(staging: str, name: str) -> pl.DataFrame:
+    return tally(_batches(staging, name, ["currency", "amount"]))
+
+
+def _n(tallied: pl.DataFrame) -> int:
+    return int(tallied["n"].sum())
 
 
 def _count_by(table: pa.Table, column: str) -> dict[str, int]:
@@ -72,43 +85,17 @@ def finish_run(request, plan: ReadPlan, config, staging: str, *, started: float)
     totals = read_staged(staging, "totals", RECON_TOTALS_V1)
     discrepancies = read_staged(staging, "discrepancies", DISCREPANCY_V1)
     dead = read_staged(staging, "dead_letters", DEAD_LETTER_V1)
-    quarantined_ledger = _columns(staging, "ledger_quarantined", ["currency", "amount"])
-    quarantined_stripe = _columns(staging, "stripe_quarantined", ["currency", "amount"])
+    quarantined_ledger = _tally(staging, "ledger_quarantined")
+    quarantined_stripe = _tally(staging, "stripe_quarantined")
     rejected_stripe = read_staged(staging, "stripe_rejected", STRIPE_EXPORT_REJECT_V1).num_rows
     payouts_off = _columns(staging, "payouts_quarantined", ["payout_id"]).num_rows
-    ledger_rows = _columns(staging, "ledger_events", ["currency", "amount"])
-    # Read once: the conservation check needs currency and amount, daily_revenue the rest.
-    stripe_facts = (
-        _columns(staging, "stripe_rows", _REVENUE_COLUMNS)
-        if staged_files(staging, "stripe_rows")
-        else None
-    )
-    stripe_rows = (
-        stripe_facts.select(["currency", "amount"])
-        if stripe_facts is not None
-        else _columns(staging, "stripe_rows", ["currency", "amount"])
-    )
-
-    dropped_ledger = pa.concat_tables(
-        [
-            quarantined_ledger.cast(pa.schema([("currency", pa.string()), ("amount", pa.int64())])),
-            pa.table(
-                {
-                    "currency": pa.nulls(dead.num_rows, pa.string()),
-                    "amount": pa.nulls(dead.num_rows, pa.int64()),
-                }
-            ),
-        ]
-    )
-    ledger_in = pa.concat_tables([ledger_rows.cast(dropped_ledger.schema), dropped_ledger])
-    unreadable = pa.table(
-        {
-            "currency": pa.nulls(rejected_stripe, pa.string()),
-            "amount": pa.nulls(rejected_stripe, pa.int64()),
-        }
-    )
-    dropped_stripe = pa.concat_tables([quarantined_stripe.cast(dropped_ledger.schema), unreadable])
-    stripe_in = pa.concat_tables([stripe_rows.cast(dropped_ledger.schema), dropped_stripe])
+    # The day's staged rows are tallied batch by batch: the job's memory does not grow
+    # with the day after its pipeline either.
+    ledger_rows = _tally(staging, "ledger_events")
+    dropped_ledger = tally([quarantined_ledger, unreadable(dead.num_rows)])
+    ledger_in = tally([ledger_rows, dropped_ledger])
+    dropped_stripe = tally([quarantined_stripe, unreadable(rejected_stripe)])
+    stripe_in = tally([_tally(staging, "stripe_rows"), dropped_stripe])
     conservation = conservation_table(counts, ledger_in, stripe_in, dropped_ledger, dropped_stripe)
     invariants = validate(RECONCILIATION_INVARIANTS, conservation, {})
     dq_failures = sum(1 for o in invariants.outcomes if not o.success)
@@ -136,10 +123,10 @@ def finish_run(request, plan: ReadPlan, config, staging: str, *, started: float)
         stripe_source=request.stripe_source,
         offsets=plan.to_json(),
         counts={
-            "messages_in": ledger_in.num_rows,
-            "events_out": ledger_rows.num_rows + quarantined_ledger.num_rows,
+            "messages_in": _n(ledger_in),
+            "events_out": _n(ledger_rows) + _n(quarantined_ledger),
             "dead_letters": dead.num_rows,
-            "stripe_rows": stripe_in.num_rows,
+            "stripe_rows": _n(stripe_in),
             "matched": matched,
             "pending": pending,
             "discrepancies": discrepancies.num_rows,
@@ -150,7 +137,7 @@ def finish_run(request, plan: ReadPlan, config, staging: str, *, started: float)
         dq_failures=dq_failures,
     )
 
-    set_aside = quarantined_ledger.num_rows + quarantined_stripe.num_rows + rejected_stripe
+    set_aside = _n(quarantined_ledger) + _n(quarantined_stripe) + rejected_stripe
     health = health_row(
         job="reconcile",
         run_id=config.run_id,
@@ -160,8 +147,8 @@ def finish_run(request, plan: ReadPlan, config, staging: str, *, started: float)
         status=status,
         exit_code=0 if status == "succeeded" else 1,
         counts={
-            "records_in": ledger_in.num_rows + stripe_in.num_rows,
-            "records_out": ledger_in.num_rows + stripe_in.num_rows - dead.num_rows - set_aside,
+            "records_in": _n(ledger_in) + _n(stripe_in),
+            "records_out": _n(ledger_in) + _n(stripe_in) - dead.num_rows - set_aside,
             "dead_letters": dead.num_rows,
             "dead_letters_by_reason": row["dead_letters_by_reason"],
             "quarantined": set_aside,
@@ -183,7 +170,7 @@ def finish_run(request, plan: ReadPlan, config, staging: str, *, started: float)
                 ),
                 TABLES["recon_health"]: health,
             }
-            | _daily_revenue_load(warehouse, stripe_facts, request.window_start, request.window_end)
+            | _daily_revenue_load(warehouse, staging, request.window_start, request.window_end)
             | _aging_load(warehouse, discrepancies, request)
         )
     if status != "data_quality_failed":
@@ -203,8 +190,8 @@ def finish_run(request, plan: ReadPlan, config, staging: str, *, started: float)
             totals,
             invariants,
             {
-                "ledger events quarantined by data quality": quarantined_ledger.num_rows,
-                "Stripe rows quarantined by data quality": quarantined_stripe.num_rows,
+                "ledger events quarantined by data quality": _n(quarantined_ledger),
+                "Stripe rows quarantined by data quality": _n(quarantined_stripe),
                 "Stripe export rows rejected (unreadable)": rejected_stripe,
                 "payouts not equal to the net of their transactions": payouts_off,
             },
@@ -237,40 +224,44 @@ def _staged_loads(staging: str) -> dict:
     return loads
 
 
-def _daily_revenue_load(warehouse, staged: pa.Table | None, start: datetime, end: datetime) -> dict:
+def _daily_revenue_load(warehouse, staging: str, start: datetime, end: datetime) -> dict:
     """``daily_revenue`` for every whole day the window touches, to load in the same
     transaction as the facts: the warehouse's facts of those days, with this run's staged
     rows replacing the ones they upsert (a window may cover part of a day; rows read from
-    the margins leave their own days alone)."""
-    if staged is None:
+    the margins leave their own days alone). The staged rows are summed batch by batch;
+    only a rerun, whose days already have facts, reads the staged ids to replace them."""
+    days: set[date] = set()
+    partials = []
+    for batch in _batches(staging, "stripe_rows", REVENUE_COLUMNS):
+        created = batch.column("created")
+        in_window = pc.and_(
+            pc.greater_equal(created, pa.scalar(start, created.type)),
+            pc.less(created, pa.scalar(end, created.type)),
+        )
+        days.update(pc.unique(pc.cast(created.filter(in_window), pa.date32())).to_pylist())
+        partials.append(revenue_sums(batch))
+    if not days:
         return {}
-    created = staged.column("created")
-    in_window = pc.and_(
-        pc.greater_equal(created, pa.scalar(start, created.type)),
-        pc.less(created, pa.scalar(end, created.type)),
-    )
-    days = pc.unique(pc.cast(created.filter(in_window), pa.date32()))
-    if len(days) == 0:
-        return {}
-    staged = staged.filter(pc.is_in(pc.cast(created, pa.date32()), value_set=days))
-    schema = pa.schema([BALANCE_TRANSACTION_V1.field(c) for c in _REVENUE_COLUMNS])
-    existing = schema.empty_table()
+    staged = pl.concat(partials).filter(pl.col("day").is_in(sorted(days)))
+    schema = pa.schema([BALANCE_TRANSACTION_V1.field(c) for c in _FACT_COLUMNS])
+    kept = schema.empty_table()
     if warehouse.has_table("fact_balance_transactions"):
-        listed = ", ".join(f"DATE '{d.isoformat()}'" for d in sorted(days.to_pylist()))
+        listed = ", ".join(f"DATE '{d.isoformat()}'" for d in sorted(days))
         existing = warehouse.query_arrow(
-            f"SELECT {', '.join(_REVENUE_COLUMNS)} FROM fact_balance_transactions "
+            f"SELECT {', '.join(_FACT_COLUMNS)} FROM fact_balance_transactions "
             f"WHERE CAST(created AS DATE) IN ({listed})"
         ).cast(schema)
-    kept = existing.filter(
-        pc.invert(
-            pc.is_in(
-                existing.column("balance_transaction_id"),
-                value_set=staged.column("balance_transaction_id"),
+        if existing.num_rows:
+            replaced = _columns(staging, "stripe_rows", ["balance_transaction_id"])
+            kept = existing.filter(
+                pc.invert(
+                    pc.is_in(
+                        existing.column("balance_transaction_id"),
+                        value_set=replaced.column("balance_transaction_id"),
+                    )
+                )
             )
-        )
-    )
-    rows = pa.concat_tables([kept, staged.cast(schema)])
-    return {TABLES["daily_revenue"]: daily_revenue(rows)}
+    return {TABLES["daily_revenue"]: daily_revenue([staged, kept])}
 
 
 def _aging_load(warehouse, discrepancies: pa.Table, request) -> dict:

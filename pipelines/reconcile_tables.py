@@ -4,6 +4,7 @@ and the run's own row. Pure functions over Arrow tables, shared by every warehou
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal
 
@@ -32,26 +33,26 @@ _FATES = ("matched", "discrepancies", "pending", "dead_letters", "other")
 
 def conservation_table(
     counts: pa.Table,
-    ledger_in: pa.Table,
-    stripe_in: pa.Table,
-    ledger_dropped: pa.Table,
-    stripe_dropped: pa.Table,
+    ledger_in: pl.DataFrame,
+    stripe_in: pl.DataFrame,
+    ledger_dropped: pl.DataFrame,
+    stripe_dropped: pl.DataFrame,
 ) -> pa.Table:
     """CONSERVATION_V1, per currency: what came in, and where each record went.
 
-    ``*_in``: (currency, amount) of every record that entered the side, counted from the
+    ``*_in``: the :func:`tally` of every record that entered the side, counted from the
     inputs themselves (staged rows, quarantined rows, dead letters), independently of the
     matcher; the fates come from the matcher's outcome counts plus what was dropped before
-    it. ``*_dropped``: (currency, amount) of dead-lettered or quarantined records; a record
-    whose currency could not be read counts under ``unknown`` with amount 0.
+    it. ``*_dropped``: the tally of dead-lettered or quarantined records; a record whose
+    currency could not be read counts under ``unknown`` with amount 0.
     """
     frames = []
     for side, entered, dropped in (
         ("ledger", ledger_in, ledger_dropped),
         ("stripe", stripe_in, stripe_dropped),
     ):
-        frames.append(_tally(entered, f"{side}_in"))
-        frames.append(_tally(dropped, f"{side}_dead_letters"))
+        frames.append(_named(entered, f"{side}_in"))
+        frames.append(_named(dropped, f"{side}_dead_letters"))
         outcomes = pl.from_arrow(counts)
         assert isinstance(outcomes, pl.DataFrame)
         mine = outcomes.filter(pl.col("side") == side).with_columns(
@@ -73,17 +74,33 @@ def conservation_table(
     return merged.select(["currency", *columns]).sort("currency").to_arrow().cast(CONSERVATION_V1)
 
 
-def _tally(rows: pa.Table, name: str) -> pl.DataFrame:
-    frame = pl.from_arrow(rows.select(["currency", "amount"])) if rows.num_rows else None
-    if not isinstance(frame, pl.DataFrame):
-        return pl.DataFrame(
-            schema={"currency": pl.String, name: pl.Int64, f"{name}_amount": pl.Int64}
+TALLY = {"currency": pl.String, "n": pl.Int64, "a": pl.Int64}
+
+
+def tally(parts: Iterable[pa.Table | pa.RecordBatch | pl.DataFrame]) -> pl.DataFrame:
+    """Records (``currency``, ``amount`` rows) and earlier tallies, as rows ``n`` and amount
+    ``a`` per currency. ``parts`` may be a lazy iterator of batches: a day's staged rows are
+    tallied batch by batch, never held whole. A record without a currency counts under
+    ``unknown``, without an amount as 0."""
+    frames = [pl.DataFrame(schema=TALLY)]
+    for part in parts:
+        if isinstance(part, pl.DataFrame):
+            frames.append(part.select(TALLY.keys()).cast(TALLY))  # type: ignore[arg-type]
+            continue
+        rows = pl.from_arrow(part.select(["currency", "amount"]))
+        assert isinstance(rows, pl.DataFrame)
+        frames.append(
+            rows.group_by(pl.col("currency").fill_null(UNKNOWN_CURRENCY)).agg(
+                n=pl.len().cast(pl.Int64), a=pl.col("amount").fill_null(0).cast(pl.Int64).sum()
+            )
         )
-    frame = frame.with_columns(
-        pl.col("currency").fill_null(UNKNOWN_CURRENCY), pl.col("amount").fill_null(0).cast(pl.Int64)
-    )
-    part = frame.group_by("currency").agg(n=pl.len().cast(pl.Int64), a=pl.col("amount").sum())
-    return _named(part, name)
+    return pl.concat(frames).group_by("currency").agg(pl.col("n").sum(), pl.col("a").sum())
+
+
+def unreadable(records: int) -> pl.DataFrame:
+    """The tally of records whose currency and amount could not be read at all."""
+    rows = {"currency": [UNKNOWN_CURRENCY], "n": [records], "a": [0]} if records else {}
+    return pl.DataFrame(rows, schema=TALLY)
 
 
 def _named(part: pl.DataFrame, name: str) -> pl.DataFrame:
@@ -101,14 +118,14 @@ _CATEGORY = {
 }
 
 
-def daily_revenue(balance_transactions: pa.Table) -> pa.Table:
-    """DAILY_REVENUE_V1 from every balance transaction of the days concerned (whole days:
-    the caller passes the warehouse's facts for those days, not one window's rows)."""
-    frame = pl.from_arrow(
-        balance_transactions.select(
-            ["created", "currency", "reporting_category", "amount", "fee", "net"]
-        )
-    )
+REVENUE_COLUMNS = ["created", "currency", "reporting_category", "amount", "fee", "net"]
+_DAILY_SUMS = ("transactions", "gross", "refunds", "disputes", "fees", "net")
+
+
+def revenue_sums(balance_transactions: pa.Table | pa.RecordBatch) -> pl.DataFrame:
+    """Partial daily revenue of some balance transactions, per day and currency: added up
+    by :func:`daily_revenue`, so a day's rows can be summed batch by batch."""
+    frame = pl.from_arrow(balance_transactions.select(REVENUE_COLUMNS))
     assert isinstance(frame, pl.DataFrame)
     frame = frame.with_columns(
         day=pl.col("created").dt.date(),
@@ -118,14 +135,25 @@ def daily_revenue(balance_transactions: pa.Table) -> pa.Table:
         pl.col("amount").filter(pl.col("bucket") == b).sum().alias(b)
         for b in ("gross", "refunds", "disputes")
     ]
+    return frame.group_by("day", "currency").agg(
+        pl.len().cast(pl.Int64).alias("transactions"),
+        *sums,
+        pl.col("fee").sum().alias("fees"),
+        pl.col("net").sum().alias("net"),
+    )
+
+
+def daily_revenue(parts: Iterable[pa.Table | pa.RecordBatch | pl.DataFrame]) -> pa.Table:
+    """DAILY_REVENUE_V1 from every balance transaction of the days concerned (whole days:
+    the caller passes the warehouse's facts for those days, not one window's rows), given as
+    batches of rows (possibly a lazy iterator) or as :func:`revenue_sums` of them."""
+    frames = [p if isinstance(p, pl.DataFrame) else revenue_sums(p) for p in parts]
+    if not frames:
+        return DAILY_REVENUE_V1.empty_table()
     daily = (
-        frame.group_by("day", "currency")
-        .agg(
-            pl.len().cast(pl.Int64).alias("transactions"),
-            *sums,
-            pl.col("fee").sum().alias("fees"),
-            pl.col("net").sum().alias("net"),
-        )
+        pl.concat(frames)
+        .group_by("day", "currency")
+        .agg(pl.col(c).sum() for c in _DAILY_SUMS)
         .sort("day", "currency")
     )
     rows = daily.to_dicts()

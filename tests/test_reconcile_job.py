@@ -109,6 +109,18 @@ def test_rerunning_the_window_changes_no_table_and_publishes_no_new_id(broker, d
         assert second[table] == first[table], table
     assert rows(warehouse, "SELECT count(*) FROM recon_runs") == [(1,)]
     assert rows(warehouse, "SELECT sum(open_discrepancies) FROM discrepancy_aging") == [(len(ids),)]
+    # daily_revenue (summed batch by batch, the rerun's rows replacing the first run's) is
+    # the day's facts added up, each balance transaction once
+    facts = rows(
+        warehouse,
+        "SELECT CAST(created AS DATE) AS day, currency, count(*), sum(amount) FILTER "
+        "(reporting_category = 'charge'), sum(fee), sum(net) FROM fact_balance_transactions "
+        "WHERE day = DATE '2026-11-20' GROUP BY ALL ORDER BY ALL",
+    )
+    assert facts and rows(
+        warehouse,
+        "SELECT day, currency, transactions, gross, fees, net FROM daily_revenue ORDER BY ALL",
+    ) == facts
     published = consume_all(broker.bootstrap_servers, f"{day['topic']}.discrepancies")
     assert {m.key().decode() for m in published} == ids
 

@@ -330,7 +330,7 @@ def run_tables(tmp_path_factory) -> dict[TableDef, pa.Table]:
         TABLES["recon_discrepancies"]: pa.Table.from_pylist(
             found, schema=TABLES["recon_discrepancies"].schema
         ),
-        TABLES["daily_revenue"]: daily_revenue(facts),
+        TABLES["daily_revenue"]: daily_revenue([facts]),
     }
 
 
