@@ -117,10 +117,14 @@ def test_rerunning_the_window_changes_no_table_and_publishes_no_new_id(broker, d
         "(reporting_category = 'charge'), sum(fee), sum(net) FROM fact_balance_transactions "
         "WHERE day = DATE '2026-11-20' GROUP BY ALL ORDER BY ALL",
     )
-    assert facts and rows(
-        warehouse,
-        "SELECT day, currency, transactions, gross, fees, net FROM daily_revenue ORDER BY ALL",
-    ) == facts
+    assert (
+        facts
+        and rows(
+            warehouse,
+            "SELECT day, currency, transactions, gross, fees, net FROM daily_revenue ORDER BY ALL",
+        )
+        == facts
+    )
     published = consume_all(broker.bootstrap_servers, f"{day['topic']}.discrepancies")
     assert {m.key().decode() for m in published} == ids
 
