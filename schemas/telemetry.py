@@ -335,8 +335,10 @@ TELEMETRY_ANOMALIES_V1 = versioned(
             "resolved_at",
             UTC_MICROS,
             "When a later run found it normal again (late data made the window normal, the "
-            "stalled group committed again) and published the alert as resolved; null while "
-            "it is open. The evidence columns keep what was seen when it alerted.",
+            "stalled group committed again) and published the alert as resolved: that run's "
+            "detection time, as detected_at is for an alert it opens, for every metric (a "
+            "stall's is not its lag measurement's measured_at); null while it is open. The "
+            "evidence columns keep what was seen when it alerted.",
             nullable=True,
         ),
     ],
