@@ -59,6 +59,13 @@ def _check_duration(value: str) -> str:
     return value.strip()
 
 
+def _check_positive_duration(value: str) -> str:
+    value = _check_duration(value)
+    if duration(value) <= timedelta(0):
+        raise ValueError("a duration such as 1m, 5m or 15m, more than zero")
+    return value
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -163,14 +170,24 @@ class Telemetry(_Section):
     stall_after: str = "2m"
 
     _warehouse = field_validator("warehouse")(lambda v: v if v is None else _check_warehouse(v))
+    _positive = field_validator("interval", "stall_after")(_check_positive_duration)
 
-    @field_validator("interval", "stall_after")
-    @classmethod
-    def _positive_interval(cls, value: str) -> str:
-        value = _check_duration(value)
-        if duration(value) <= timedelta(0):
-            raise ValueError("a duration such as 1m, 5m or 15m, more than zero")
-        return value
+
+class Gateway(_Section):
+    """How ``payrecon gateway --config FILE`` acts on the telemetry job's alerts (read from
+    ``topics.telemetry_alerts``). Each key is the gateway flag of the same name (``alerts:
+    false`` is ``--no-alerts``; durations become the flags' seconds); a flag given on the
+    command line wins over the file."""
+
+    alerts: bool = True
+    alert_cooldown: str = "1m"
+    alert_quiet: str = "2m"
+    alert_max_age: str = "5m"
+    alert_max_backoff: float = Field(8.0, ge=1)
+
+    _positive = field_validator("alert_cooldown", "alert_quiet", "alert_max_age")(
+        _check_positive_duration
+    )
 
 
 class LedgerMapping(_Section):
@@ -208,6 +225,7 @@ class PayreconConfig(_Section):
     reconcile: Reconcile = Field(default_factory=Reconcile)
     repair: Repair = Field(default_factory=Repair)
     telemetry: Telemetry = Field(default_factory=Telemetry)
+    gateway: Gateway = Field(default_factory=Gateway)
     ledger_mapping: LedgerMapping = Field(default_factory=LedgerMapping)
     runner: Runner = Field(default_factory=Runner)
     schedule: Schedule = Field(default_factory=Schedule)

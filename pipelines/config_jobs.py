@@ -115,3 +115,27 @@ def telemetry_argv(config: PayreconConfig) -> list[str]:
     if config.reconcile.staging_dir:
         argv += ["--staging-dir", config.reconcile.staging_dir]
     return argv + beam_flags(config)
+
+
+def gateway_argv(config: PayreconConfig) -> list[str]:
+    """``payrecon gateway`` flags from the file (``payrecon gateway --config FILE``): the
+    broker, the gateway's topics and how it acts on alerts. The gateway runs continuously,
+    started by hand or a process manager rather than a DAG, so these go before the flags it
+    was started with, and those win (argparse keeps a flag's last value)."""
+    gw, topics = config.gateway, config.topics
+    return [
+        *_kafka_flags(config),
+        "--requests-topic", topics.payments_requests,
+        "--results-topic", topics.payments_results,
+        "--telemetry-topic", topics.payments_telemetry,
+        "--alerts-topic", topics.telemetry_alerts,
+        "--alerts" if gw.alerts else "--no-alerts",
+        "--alert-cooldown", _seconds(gw.alert_cooldown),
+        "--alert-quiet", _seconds(gw.alert_quiet),
+        "--alert-max-age", _seconds(gw.alert_max_age),
+        "--alert-max-backoff", f"{gw.alert_max_backoff:g}",
+    ]  # fmt: skip
+
+
+def _seconds(text: str) -> str:
+    return f"{duration(text).total_seconds():g}"

@@ -25,6 +25,9 @@ gateways, repeated alert ids, or alerts whose window ended more than --alert-max
 telemetry event with reason alert:<metric> or recovered, and counted in the summary.
 Offsets are committed only after the result or dead letter was acknowledged by the broker.
 
+--config payrecon.yaml takes the broker, the topics and these alert settings (its gateway
+section) from the file that configures the scheduled jobs; a flag given as well wins.
+
 It runs until SIGTERM or SIGINT (finishing the calls in flight, then committing), or
 bounded: --max-messages N, --idle-timeout S. The summary proves the counts:
 requests in = results + dead letters + unfinished (uncommitted, processed again later).
@@ -51,6 +54,8 @@ from contextlib import contextmanager
 from pydantic import SecretStr
 
 from pipelines.cli_args import OneLineParser, whole_number
+from pipelines.config import ConfigError, load_config
+from pipelines.config_jobs import gateway_argv
 from pipelines.gateway_service import GatewayJob, GatewayService
 from pipelines.gateway_summary import GatewaySummary
 from pipelines.gateway_worker import GatewayMisconfigured, GatewayUnavailable
@@ -90,6 +95,12 @@ def factor(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="payrecon.yaml: its broker, topics and gateway section (alert settings) as flags; "
+        "a flag given here wins over the file (docs/operations.md).",
     )
     kafka = parser.add_argument_group("Kafka")
     kafka.add_argument(
@@ -278,9 +289,11 @@ def _add_alert_flags(group: argparse._ArgumentGroup) -> None:
         help="Alerts of payrecon telemetry to act on (default: %(default)s).",
     )
     group.add_argument(
-        "--no-alerts",
-        action="store_true",
-        help="Do not read alerts: only the calls' own 429s and timeouts set the concurrency.",
+        "--alerts",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Read alerts (the default); --no-alerts: only the calls' own 429s and timeouts "
+        "set the concurrency.",
     )
     for flag, default, text in (
         ("--alert-cooldown", 60.0, "At most one slow-down per this many seconds (one alert "
@@ -358,7 +371,7 @@ def job_from_args(args: argparse.Namespace) -> tuple[GatewayJob, GatewaySettings
             deadline_s=args.give_up_after,
         ),
         aimd=aimd,
-        alerts_topic=None if args.no_alerts else args.alerts_topic,
+        alerts_topic=args.alerts_topic if args.alerts else None,
         governor=GovernorSettings(
             max_backoff=args.alert_max_backoff,
             cooldown_s=args.alert_cooldown,
@@ -406,10 +419,23 @@ def stop_on_signals(stopping: threading.Event) -> Iterator[None]:
             signal.signal(s, handler)
 
 
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The flags; with ``--config FILE``, the file's (:func:`gateway_argv`) come first, so a
+    flag given here wins. A bad file exits 2 with one line naming each key."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.config is None:
+        return args
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        parser.exit(2, f"{PROG}: {exc}\n")
+    return parser.parse_args([*gateway_argv(config), *argv])
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    parser = build_parser()
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    args = parse_args(sys.argv[1:] if argv is None else argv)
     stopping = threading.Event()
     try:
         job, settings, names = job_from_args(args)

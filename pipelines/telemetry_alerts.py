@@ -137,7 +137,11 @@ def resolve(
     was_open: pl.DataFrame, normal: pl.DataFrame, run_id: str, resolved_at: datetime
 ) -> pa.Table:
     """The open anomalies among the series found ``normal`` now (``window_start``,
-    ``metric``, ``dims``), resolved: same key and evidence, ``resolved_at`` set."""
+    ``metric``, ``dims``), resolved: same key and evidence, ``resolved_at`` set.
+
+    Every caller passes the run's ``detected_at`` as ``resolved_at`` (windows, cohorts and
+    stalls alike): it is when payrecon found the anomaly over, not when the metric changed,
+    which for a late-data window has no time of its own."""
     keys = normal.select(pl.col("window_start").cast(pl.Datetime("us", "UTC")), "metric", "dims")
     done = was_open.with_columns(pl.col("window_start").cast(pl.Datetime("us", "UTC"))).join(
         keys.unique(), on=_ANOMALY_KEY, how="semi"

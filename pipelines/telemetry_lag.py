@@ -70,7 +70,14 @@ def stalled_anomalies(
     detected_at: datetime,
 ) -> pa.Table:
     """``telemetry_anomalies`` rows of the watched groups stalled as of this measurement,
-    and of their earlier stalls that ended (resolved)."""
+    and of their earlier stalls that ended (resolved).
+
+    Both carry the run's ``detected_at``: a stall found now as its ``detected_at``, an ended
+    one as its ``resolved_at``, as resolved windows and cohorts get it
+    (``pipelines.telemetry_alerts.resolve``). That is when payrecon judged it, the one
+    notion every metric has (a window made normal by late data has no measurement time of
+    its own), so the rows one run resolves share one ``resolved_at`` whatever their metric.
+    When the offsets were read stays in ``telemetry_consumer_lag.measured_at``."""
     if measured.num_rows == 0 or not groups:
         return ANOMALIES.schema.empty_table()
     now = measured.column("measured_at")[0].as_py()
@@ -96,12 +103,21 @@ def stalled_anomalies(
             }
         )  # fmt: skip
     stalled = pa.Table.from_pylist(rows, schema=ANOMALIES.schema)
-    return pa.concat_tables([stalled, _ended(warehouse, frame, now, groups, stalled, run_id)])
+    ended = _ended(warehouse, frame, now, groups, stalled, run_id, detected_at)
+    return pa.concat_tables([stalled, ended])
 
 
-def _ended(warehouse, frame: pl.DataFrame, now, groups, stalled: pa.Table, run_id: str):
+def _ended(
+    warehouse,
+    frame: pl.DataFrame,
+    now,
+    groups,
+    stalled: pa.Table,
+    run_id: str,
+    detected_at: datetime,
+) -> pa.Table:
     """The open stalls of the series measured now that are not stalled now (or stalled
-    since a later start: a new stall), resolved."""
+    since a later start: a new stall), resolved as of ``detected_at``."""
     measured_now = frame.filter((pl.col("measured_at") == now) & pl.col("group_id").is_in(groups))
     series = measured_now.select(dims=DIMS)
     was_open = open_anomalies(warehouse, f"metric = '{METRIC}'").join(series, on="dims", how="semi")
@@ -112,4 +128,4 @@ def _ended(warehouse, frame: pl.DataFrame, now, groups, stalled: pa.Table, run_i
         on=["window_start", "dims"],
         how="anti",
     )
-    return resolve(was_open, ended.select("window_start", "metric", "dims"), run_id, now)
+    return resolve(was_open, ended.select("window_start", "metric", "dims"), run_id, detected_at)

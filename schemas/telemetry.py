@@ -223,7 +223,7 @@ _CONVERSION_DROPS = [
     field(
         "p_value",
         pa.float64(),
-        "One-sided p-value of the day's most significant drop (two-proportion z-test).",
+        "One-sided p-value of the day's most significant drop (telemetry_anomalies.model).",
         nullable=True,
     ),
 ]
@@ -305,14 +305,15 @@ TELEMETRY_ANOMALIES_V1 = versioned(
         field(
             "mad",
             pa.float64(),
-            "The baseline's median absolute deviation; for cohort_conversion the z-test's "
-            "standard error of the difference.",
+            "The baseline's median absolute deviation; for cohort_conversion the test's "
+            "standard error of the difference (arcsine_z: of the angles 2 asin(sqrt p), "
+            "sqrt(1/events + 1/baseline_points)).",
         ),
         field(
             "score",
             pa.float64(),
             "Robust z-score: (value - expected) / max(1.4826 * mad, the metric's noise "
-            "floor); for cohort_conversion the z of the two-proportion test; for "
+            "floor); for cohort_conversion the z of the test (see model); for "
             "consumer_stalled how long it has been stalled in multiples of --stall-after "
             "(expected and mad 0). Negative below the expected value.",
         ),
@@ -328,9 +329,10 @@ TELEMETRY_ANOMALIES_V1 = versioned(
             "model",
             pa.string(),
             "The baseline used: seasonal_weekly (weekday and hour), seasonal_daily (hour of "
-            "day) or global (cold start: all the history there is); two_proportion_z_<k>m "
-            "for cohort_conversion, the cohort's last k minutes tested; stalled_offset for "
-            "consumer_stalled.",
+            "day) or global (cold start: all the history there is); for cohort_conversion "
+            "<test>_<k>m, the cohort's last k minutes tested with arcsine_z (two proportions "
+            "on the arcsine scale) or two_proportion_z (the pooled z-test, before it); "
+            "stalled_offset for consumer_stalled.",
         ),
         field(
             "baseline_points",
@@ -348,7 +350,7 @@ TELEMETRY_ANOMALIES_V1 = versioned(
         field(
             "p_value",
             pa.float64(),
-            "cohort_conversion: the one-sided p-value of the drop (two-proportion z-test).",
+            "cohort_conversion: the one-sided p-value of the drop (the test of model).",
             nullable=True,
         ),
         field(
@@ -368,8 +370,10 @@ TELEMETRY_ANOMALIES_V1 = versioned(
             "resolved_at",
             UTC_MICROS,
             "When a later run found it normal again (late data made the window normal, the "
-            "stalled group committed again) and published the alert as resolved; null while "
-            "it is open. The evidence columns keep what was seen when it alerted.",
+            "stalled group committed again) and published the alert as resolved: that run's "
+            "detection time, as detected_at is for an alert it opens, for every metric (a "
+            "stall's is not its lag measurement's measured_at); null while it is open. The "
+            "evidence columns keep what was seen when it alerted.",
             nullable=True,
         ),
     ],

@@ -6,13 +6,18 @@ tests read exactly what ``payrecon gateway`` publishes.
 
 from __future__ import annotations
 
+import math
 import random
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
+import polars as pl
+
 from pipelines.telemetry import main as telemetry
 from tests.kafka_helpers import new_topic, produce
+from transforms.cohort_conversion import COHORT, COUNT_SCHEMA
 from transforms.gateways.base import GatewayResult
 from transforms.payment_records import TelemetryEvent, result_record
 from transforms.payment_requests import PaymentRequest
@@ -162,6 +167,49 @@ def declines(requests: int, *, seed: int, start: datetime, cohort: int, seconds:
                                error_code="card_declined"))  # fmt: skip
         records.append(result(request, done, "failed", 1, error_code="card_declined"))
     return records
+
+
+MONDAY = datetime(2026, 11, 16, tzinfo=UTC)
+# Cohort traffic as minute counts (``transforms.cohort_conversion.COUNT_SCHEMA``), for the
+# cohort test over weeks, where generating every request would be slow. (country, payment
+# method, card brand): decided requests a minute at the daily peak, and conversion. The last
+# cohort is tiny: a request every two minutes or so.
+COHORT_TRAFFIC = {
+    ("US", "card", "visa"): (40.0, 0.86),
+    ("US", "card", "mastercard"): (20.0, 0.84),
+    ("FR", "card", "visa"): (12.0, 0.80),
+    ("JP", "konbini", "?"): (6.0, 0.72),
+    ("DE", "sepa_debit", "?"): (15.0, 0.92),
+    ("BR", "card", "elo"): (0.5, 0.95),
+}
+US_VISA, BR_ELO = ("US", "card", "visa"), ("BR", "card", "elo")
+Incident = dict[tuple[str, str, str], tuple[int, float]]
+
+
+def cohort_minutes(start: datetime, count: int, *, seed: int, incident: Incident | None = None):
+    """Decided requests and successes per cohort and minute: volume follows the day (a
+    quarter of the peak at night), conversion drifts two points with the hour and dips one
+    point at weekends; ``incident[cohort] = (minute, conversion)`` sets the cohort's
+    conversion from that minute on."""
+    rng = np.random.default_rng(seed)
+    minutes = [start + timedelta(minutes=i) for i in range(count)]
+    phase = np.array([2 * math.pi * (m.hour * 60 + m.minute) / 1440 for m in minutes])
+    weekend = np.array([m.weekday() >= 5 for m in minutes])
+    frames = []
+    for cohort, (peak, conversion) in COHORT_TRAFFIC.items():
+        rate = peak * (0.625 - 0.375 * np.cos(phase))
+        p = conversion + 0.02 * np.sin(phase) - 0.01 * weekend
+        if incident and cohort in incident:
+            first, bad = incident[cohort]
+            p = np.where(np.arange(count) >= first, bad, p)
+        decided = rng.poisson(rate)
+        frames.append(
+            pl.DataFrame(
+                {"minute": minutes, "decided": decided, "successes": rng.binomial(decided, p)}
+            ).with_columns(pl.lit(v).alias(c) for v, c in zip(cohort, COHORT, strict=True))
+        )
+    counts = pl.concat(frames).select(list(COUNT_SCHEMA)).cast(COUNT_SCHEMA)  # type: ignore[arg-type]
+    return counts.filter(pl.col("decided") > 0)
 
 
 class Topics:

@@ -1,64 +1,22 @@
 """The cohort conversion test (``transforms.cohort_conversion``) on generated cohort traffic:
 a normal week raises nothing, one cohort's drop is alerted within two windows, a tiny
-cohort's bad streak is not, and the p-value is the textbook two-proportion z-test's."""
+cohort's bad streak is not, and the tests' z and p-values are the textbooks'."""
 
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
-import numpy as np
 import polars as pl
 import pytest
 
+from tests.telemetry_helpers import BR_ELO, MONDAY, US_VISA, cohort_minutes
 from transforms.cohort_conversion import (
-    COHORT,
-    COUNT_SCHEMA,
     CohortConfig,
     cohort_drops,
     minute_counts,
     score_cohorts,
 )
-
-MONDAY = datetime(2026, 11, 16, tzinfo=UTC)
-# (country, payment method, card brand): decided requests a minute at the daily peak, and
-# conversion. The last cohort is tiny: a request every two minutes or so.
-COHORTS = {
-    ("US", "card", "visa"): (40.0, 0.86),
-    ("US", "card", "mastercard"): (20.0, 0.84),
-    ("FR", "card", "visa"): (12.0, 0.80),
-    ("JP", "konbini", "?"): (6.0, 0.72),
-    ("DE", "sepa_debit", "?"): (15.0, 0.92),
-    ("BR", "card", "elo"): (0.5, 0.95),
-}
-US_VISA, BR_ELO = ("US", "card", "visa"), ("BR", "card", "elo")
-Incident = dict[tuple[str, str, str], tuple[int, float]]
-
-
-def cohort_minutes(start: datetime, count: int, *, seed: int, incident: Incident | None = None):
-    """Decided requests and successes per cohort and minute: volume follows the day (a
-    quarter of the peak at night), conversion drifts two points with the hour and dips one
-    point at weekends; ``incident[cohort] = (minute, conversion)`` sets the cohort's
-    conversion from that minute on."""
-    rng = np.random.default_rng(seed)
-    minutes = [start + timedelta(minutes=i) for i in range(count)]
-    phase = np.array([2 * math.pi * (m.hour * 60 + m.minute) / 1440 for m in minutes])
-    weekend = np.array([m.weekday() >= 5 for m in minutes])
-    frames = []
-    for cohort, (peak, conversion) in COHORTS.items():
-        rate = peak * (0.625 - 0.375 * np.cos(phase))
-        p = conversion + 0.02 * np.sin(phase) - 0.01 * weekend
-        if incident and cohort in incident:
-            first, bad = incident[cohort]
-            p = np.where(np.arange(count) >= first, bad, p)
-        decided = rng.poisson(rate)
-        frames.append(
-            pl.DataFrame(
-                {"minute": minutes, "decided": decided, "successes": rng.binomial(decided, p)}
-            ).with_columns(pl.lit(v).alias(c) for v, c in zip(cohort, COHORT, strict=True))
-        )
-    counts = pl.concat(frames).select(list(COUNT_SCHEMA)).cast(COUNT_SCHEMA)  # type: ignore[arg-type]
-    return counts.filter(pl.col("decided") > 0)
 
 
 def windows_of(counts: pl.DataFrame) -> pl.Series:
@@ -109,16 +67,33 @@ def test_a_tiny_cohorts_bad_streak_does_not_alert(week):
     assert cohort_drops(history, windows_of(streak)).is_empty()
 
 
-def test_the_p_value_is_the_two_proportion_z_tests():
-    """Illowsky & Dean, *Introductory Statistics* (OpenStax), the hives example: 20 of 200
-    against 12 of 200, pooled proportion 0.08, two-tailed p-value 0.1404."""
+def _one_window(baseline: tuple[int, int], recent: tuple[int, int], config: CohortConfig):
+    """A cohort's row for one window with ``(decided, successes)`` an hour before it (its
+    baseline) and in it (its recent side)."""
     window = MONDAY + timedelta(hours=3)
     counts = pl.DataFrame(
         {"minute": [window - timedelta(minutes=60), window], "country": ["US", "US"],
          "payment_method_type": ["card", "card"], "card_brand": ["visa", "visa"],
-         "decided": [200, 200], "successes": [20, 12]},
+         "decided": [baseline[0], recent[0]], "successes": [baseline[1], recent[1]]},
     )  # fmt: skip
-    (row,) = score_cohorts(counts, pl.Series([window])).to_dicts()
+    (row,) = score_cohorts(counts, pl.Series([window]), config).to_dicts()
+    return row
+
+
+def test_the_arcsine_tests_z_is_cohens_h_scaled_by_the_sample_sizes():
+    """From 50% to 25% is Cohen's h = 2 asin(sqrt .5) - 2 asin(sqrt .25) = pi/2 - pi/3 =
+    pi/6 exactly; 800 requests a side scale it by sqrt(800 * 800 / 1600) = 20."""
+    row = _one_window((800, 400), (800, 200), CohortConfig())
+    assert (row["expected"], row["value"], row["model"]) == (0.5, 0.25, "arcsine_z_2m")
+    assert row["score"] == pytest.approx(-20 * math.pi / 6)
+    assert row["p_value"] == pytest.approx(0.5 * math.erfc(20 * math.pi / 6 / math.sqrt(2)))
+    assert row["severity"] == "critical"
+
+
+def test_the_p_value_of_the_pooled_test_is_the_textbooks_two_proportion_z_test():
+    """Illowsky & Dean, *Introductory Statistics* (OpenStax), the hives example: 20 of 200
+    against 12 of 200, pooled proportion 0.08, two-tailed p-value 0.1404."""
+    row = _one_window((200, 20), (200, 12), CohortConfig(test="two_proportion_z"))
     assert (row["expected"], row["value"]) == (0.1, 0.06)
     assert row["score"] == pytest.approx(-1.474, abs=1e-3)
     assert 2 * row["p_value"] == pytest.approx(0.1404, abs=1e-4)

@@ -12,13 +12,14 @@ import duckdb
 import pytest
 import yaml
 
-from pipelines import reconcile
+from pipelines import gateway, reconcile
 from pipelines.config import load_config
 from pipelines.config_cmd import main as config_main
 from pipelines.config_jobs import reconcile_argv
 from tests.kafka_helpers import DAY, ledger_event
 from tests.reconcile_helpers import published_day
 from tests.test_decode import messages
+from transforms.alert_governor import GovernorSettings
 from transforms.decode import decode_ledger_batch
 from transforms.ledger_mapping import LedgerFieldMap, map_ledger_event
 
@@ -68,6 +69,14 @@ BROKEN = {
     "zero_telemetry_interval": (
         "telemetry: {interval: 0m}\n",
         "telemetry.interval: got '0m'; allowed: a duration such as 1m, 5m or 15m",
+    ),
+    "zero_alert_cooldown": (
+        "gateway: {alert_cooldown: 0s}\n",
+        "gateway.alert_cooldown: got '0s'; allowed: a duration such as 1m, 5m or 15m",
+    ),
+    "alert_backoff_below_one": (
+        "gateway: {alert_max_backoff: 0.5}\n",
+        "gateway.alert_max_backoff: got 0.5; allowed: a number >= 1",
     ),
     "bad_start_date": (
         "schedule: {start_date: yesterday}\n",
@@ -185,6 +194,55 @@ def test_the_mapping_reaches_the_reconcile_command_line(tmp_path):
     mapped = json.loads(argv[argv.index("--ledger-field-map") + 1])
     assert mapped == {"fields": {"id": "event_id"}, "constants": {"currency": "usd"}}
     assert "--runner=DirectRunner" in argv
+
+
+def gateway_job(*argv: str):
+    job, _, _ = gateway.job_from_args(gateway.parse_args(list(argv)))
+    return job
+
+
+def test_the_example_configs_gateway_section_is_the_gateways_defaults():
+    assert gateway_job("--config", str(EXAMPLE)) == gateway_job()
+
+
+def test_the_gateway_section_sets_how_the_gateway_acts_on_alerts(tmp_path):
+    path = tmp_path / "payrecon.yaml"
+    path.write_text(
+        "topics: {telemetry_alerts: ops.alerts}\n"
+        "gateway: {alert_cooldown: 30s, alert_quiet: 5m, alert_max_age: 10m, "
+        "alert_max_backoff: 4}\n"
+    )
+
+    job = gateway_job("--config", str(path))
+
+    assert job.alerts_topic == "ops.alerts"
+    assert job.governor == GovernorSettings(
+        cooldown_s=30.0, quiet_s=300.0, max_age_s=600.0, max_backoff=4.0
+    )
+
+
+def test_gateway_flags_win_over_the_file(tmp_path):
+    path = tmp_path / "payrecon.yaml"
+    path.write_text("gateway: {alerts: false, alert_cooldown: 30s, alert_quiet: 5m}\n")
+
+    assert gateway_job("--config", str(path)).alerts_topic is None
+    job = gateway_job("--alert-cooldown", "10", "--config", str(path), "--alerts")
+
+    assert job.alerts_topic == "telemetry.alerts"
+    assert (job.governor.cooldown_s, job.governor.quiet_s) == (10.0, 300.0)
+
+
+def test_a_bad_gateway_section_stops_the_gateway_with_one_line_and_exit_2(tmp_path, capsys):
+    path = tmp_path / "payrecon.yaml"
+    path.write_text("gateway: {alert_quiet: soon, alerts: maybe}\n")
+
+    with pytest.raises(SystemExit) as exited:
+        gateway.main(["--config", str(path)])
+
+    assert exited.value.code == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"payrecon gateway: {path}: gateway.alerts: got 'maybe'; allowed: ")
+    assert "gateway.alert_quiet: got 'soon'; allowed: a duration such as 30s" in line
 
 
 def test_secrets_in_the_environment_reach_no_log_summary_or_table(

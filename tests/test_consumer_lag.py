@@ -11,9 +11,10 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from pipelines.telemetry import main as telemetry
+from pipelines.telemetry_lag import ANOMALIES, LAG, lag_rows, stalled_anomalies
 from tests.kafka_helpers import consume_all, new_topic, produce
 from tests.telemetry_helpers import Topics
-from transforms.consumer_lag import measure_lag
+from transforms.consumer_lag import PartitionLag, measure_lag
 from transforms.consumer_stall import stalls
 from transforms.warehouse.duckdb_sink import DuckDBWarehouse
 
@@ -99,6 +100,33 @@ def test_a_stall_keeps_its_start_while_it_lasts_and_a_new_one_starts_after_a_com
     moved = [*rows, (3, "gw", 101, 30), (4, "gw", 101, 31), (5, "gw", 101, 33)]
     again = stalls(_measurements(moved), T0 + 5 * MINUTE, MINUTE, {"gw"})
     assert again["stalled_since"].to_list() == [T0 + 3 * MINUTE]
+
+
+def _judge(warehouse, minutes: int, committed: int, lag: int, detected_at: datetime):
+    """One run's measurement of group gw at T0 + ``minutes``, judged and loaded as the job
+    does; returns the anomaly rows."""
+    measured = lag_rows(
+        [PartitionLag("gw", "payments.requests", 0, committed, committed + lag, lag)],
+        T0 + minutes * MINUTE, f"run-{minutes}",
+    )  # fmt: skip
+    found = stalled_anomalies(warehouse, measured, stall_after=MINUTE, groups={"gw"},
+                              run_id=f"run-{minutes}", detected_at=detected_at)  # fmt: skip
+    warehouse.load({LAG: measured, ANOMALIES: found})
+    return found.to_pylist()
+
+
+def test_an_ended_stall_is_resolved_at_the_runs_detected_at_like_a_window(tmp_path):
+    """``resolved_at`` is when the run that found the stall over judged it (its
+    ``detected_at``, what resolved windows and cohorts get), not when it read the offsets."""
+    late = timedelta(seconds=40)  # a run decides well after it measured
+    with DuckDBWarehouse(tmp_path / "w.duckdb") as warehouse:
+        assert _judge(warehouse, 0, 100, 30, T0 + late) == []
+        (opened,) = _judge(warehouse, 2, 100, 50, T0 + 2 * MINUTE + late)
+        assert opened["detected_at"] == T0 + 2 * MINUTE + late and opened["resolved_at"] is None
+        (resolved,) = _judge(warehouse, 4, 180, 0, T0 + 4 * MINUTE + late)
+    assert resolved["alert_id"] == opened["alert_id"]
+    assert resolved["resolved_at"] == T0 + 4 * MINUTE + late, "the run's detected_at"
+    assert resolved["detected_at"] == opened["detected_at"], "the evidence stays"
 
 
 def test_a_stalled_consumer_is_alerted_on_the_second_run_and_resolved_once_it_commits(

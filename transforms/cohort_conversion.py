@@ -27,10 +27,17 @@ has seen:
   later, so the recent side always holds more of them than its older baseline, which would
   read as a drop on every voucher cohort.
 
-* **test**: a one-sided two-proportion z-test with the pooled proportion,
-  ``z = (p_recent - p_base) / sqrt(p (1 - p) (1/n_recent + 1/n_base))``, and
+* **test**: a one-sided test of the two proportions on the arcsine scale (``arcsine_z``):
+  each side's conversion ``p`` becomes the angle ``2 asin(sqrt p)``, whose variance is
+  ``1 / n`` whatever ``p``, so ``z = (angle_recent - angle_base) / sqrt(1/n_recent +
+  1/n_base)`` (Cohen's h scaled by ``sqrt(n_recent n_base / (n_recent + n_base))``) and
   ``p_value = P(Z <= z) = erfc(-z / sqrt 2) / 2``. One-sided because only a drop is
-  friction; a cohort converting better is no alert.
+  friction; a cohort converting better is no alert. Why not the textbook pooled z-test
+  (``two_proportion_z``, ``z = (p_recent - p_base) / sqrt(p (1 - p) (1/n_recent +
+  1/n_base))``, still here for comparison): at conversions near 90% a recent side of 30 to
+  80 requests is skewed, its lower tail far heavier than the normal's, and the pooled test
+  reads that tail as significance. The transform removes most of the skew, so the test's
+  alpha means what it says (see the defaults below).
 
 * **minimum sample**: a cohort is tested only with at least ``min_recent`` decided requests
   in the recent window and ``min_baseline`` in the baseline, and with the textbook's
@@ -55,27 +62,37 @@ has seen:
 
 * **severity**: ``critical`` when the drop is at least ``critical_drop``, else ``warning``.
 
-Why these defaults (measured with ``tests/test_cohort_conversion.py``'s generator: six
-cohorts of 0.5 to 40 requests a minute, conversion 72-95% drifting with the hour):
+Why these defaults (measured with ``bench/cohort_calibration.py`` on the tests' generator,
+``tests/telemetry_helpers.cohort_minutes``: six cohorts of 0.5 to 40 requests a minute,
+conversion 72-95% drifting with the hour; figures in BENCHMARKS.md):
 
-* ``alpha = 1e-7`` per window. A week has 10 080 minute windows; if the normal
-  approximation held, ``alpha = 1e-5`` would already make a normal week's alert rare. It
-  does not hold in the far lower tail of a conversion near 90%: at 1e-5, 10 of 24 generated
-  normal weeks alerted, at 1e-6 4 of 24, at 1e-7 1 of 60. A window of five tests then needs
-  a z of about -5.5, a little stricter than the seasonal model's score 5.
+* ``test = "arcsine_z"``. Over 200 generated normal weeks the pooled z-test alerted in 5 at
+  ``alpha = 1e-7`` (24 at 1e-6): about 25 times what its alpha promises. The arcsine test
+  alerted in none at 1e-7 or 1e-6 and in 7 at 1e-5, no more than its alpha allows (the
+  smallest ``p_value * tests`` of any normal window was 1.8e-6; the pooled test's 1.9e-8).
+  The price is power on modest drops at the same alpha: a cohort of 20 a minute going from
+  84% to 60% is alerted about as often (27 against 28 of 32 drops) but a window or two
+  later, smaller cohorts' drops less often (21 against 36 of 96). Each at the largest
+  alpha without a false alarm over those weeks (pooled 1e-8, arcsine 1e-6), the two catch
+  about as much (93 and 87 of 160 drops); the arcsine's alpha needs no tuning to the
+  traffic's conversions.
+* ``alpha = 1e-7`` per window. A week has 10 080 minute windows, so a test that holds its
+  alpha pages on a normal week about once in twenty years; 1e-6 would be once in two and
+  alert modest drops of small cohorts more often. A window of five tests needs a z of about
+  -5.5, a little stricter than the seasonal model's score 5.
 * ``recent_minutes = (2, 10)``. With the 2-minute span, a cohort of 40 requests a minute
-  whose conversion halves was alerted in the drop's first or second minute in 16 of 16
-  generated drops (a cohort of 20 a minute by its fourth): a clear drop of a big cohort is
-  alerted within two windows. The 10-minute span tests cohorts of 3 to 6 requests a minute
-  (depending on their conversion).
+  whose conversion halves is alerted in the drop's first or second minute by day (18 of 18
+  generated drops between 07:00 and 20:00); at night, with down to a quarter of the volume,
+  by its seventh (2 of 14 within two). The 10-minute span tests cohorts of
+  3 to 6 requests a minute (depending on their conversion).
 * ``baseline_minutes = 120``. The two hours just before are the cohort's normal at that
   time of day (conversion drifts with the hour and the weekday, which a day-long baseline
   would read as drops), hold enough requests for mid-size cohorts, and keep the batch's
   read small. An incident stops being alerted two hours after it began (the drop is then
   the baseline; its alerts stay).
 * ``min_recent = 30``, ``min_baseline = 200``, ``min_expected = 5`` (the textbook's five
-  successes and five failures): the normal approximation needs them, and the small alpha
-  covers the rest of its optimism.
+  successes and five failures): the normal approximation needs them, on the arcsine scale
+  too, and the small alpha covers the rest of its optimism.
 * ``min_drop = 0.05``, ``critical_drop = 0.15``: five points of lost checkouts is worth a
   look, fifteen is an outage.
 
@@ -94,7 +111,7 @@ from transforms.payment_request_facts import FAILED, UNKNOWN
 
 COHORT = ["country", "payment_method_type", "card_brand"]
 METRIC = "cohort_conversion"
-MODEL = "two_proportion_z"
+TESTS = ("arcsine_z", "two_proportion_z")
 ACTION = (
     "cohort conversion drop: check this cohort's decline codes, its payment method or card "
     "network status, and the latest checkout change that reaches it"
@@ -125,6 +142,11 @@ class CohortConfig:
     min_drop: float = 0.05
     critical_drop: float = 0.15
     alpha: float = 1e-7
+    test: str = "arcsine_z"
+
+    def __post_init__(self) -> None:
+        if self.test not in TESTS:
+            raise ValueError(f"test {self.test!r}: one of {', '.join(TESTS)}")
 
     @property
     def lookback(self) -> timedelta:
@@ -206,20 +228,35 @@ def _sides(
     )
 
 
-def _z_test(sides: pl.DataFrame) -> pl.DataFrame:
-    """The pooled two-proportion z-test of each row's recent side against its baseline."""
+def _difference(test: str) -> tuple[pl.Expr, pl.Expr]:
+    """The recent side's difference from the baseline on the test's scale, and its standard
+    error: conversions themselves with the pooled variance (``two_proportion_z``), or their
+    angles ``2 asin(sqrt(p))``, whose variance is ``1 / n`` whatever ``p`` (``arcsine_z``)."""
     n1, x1, n2, x2 = (pl.col(c).cast(pl.Float64) for c in ("n_base", "x_base", "n_recent",
                                                            "x_recent"))  # fmt: skip
+    if test == "arcsine_z":
+        angle = [2 * (x / n).sqrt().arcsin() for x, n in ((x2, n2), (x1, n1))]
+        return angle[0] - angle[1], (1 / n1 + 1 / n2).sqrt()
     pooled = (x1 + x2) / (n1 + n2)
-    se = (pooled * (1 - pooled) * (1 / n1 + 1 / n2)).sqrt()
+    return x2 / n2 - x1 / n1, (pooled * (1 - pooled) * (1 / n1 + 1 / n2)).sqrt()
+
+
+def _z_test(sides: pl.DataFrame, test: str) -> pl.DataFrame:
+    """``test`` (a ``TESTS`` name) of each row's recent side against its baseline: ``score``
+    is its z, ``se`` its standard error, ``pooled`` the pooled conversion (for the minimum
+    sample)."""
+    n1, x1, n2, x2 = (pl.col(c) for c in ("n_base", "x_base", "n_recent", "x_recent"))
+    difference, se = _difference(test)
     scored = sides.filter(pl.col("n_base") > 0, pl.col("n_recent") > 0)
-    scored = scored.with_columns(value=x2 / n2, expected=x1 / n1, pooled=pooled, se=se)
     scored = scored.with_columns(
+        value=x2 / n2, expected=x1 / n1, pooled=(x1 + x2) / (n1 + n2), difference=difference,
+        se=se,
+    )  # fmt: skip
+    return scored.with_columns(
         score=pl.when(pl.col("se") > 0)
-        .then((pl.col("value") - pl.col("expected")) / pl.col("se"))
+        .then(pl.col("difference") / pl.col("se"))
         .otherwise(0.0)  # every request of both sides succeeded (or none did): no drop
     )
-    return scored
 
 
 def _testable(config: CohortConfig) -> pl.Expr:
@@ -246,9 +283,10 @@ def score_cohorts(
     before the first window to the end of the last one (earlier rows do no harm). One row
     per window and tested cohort (``SCORE_COLUMNS``), its most significant recent span:
     ``value`` the recent conversion, ``expected`` the baseline's, ``se`` the test's standard
-    error, ``score`` its z, ``p_value`` one-sided, ``tests`` the tests made in that window
-    (the Bonferroni factor), ``events`` and ``baseline_attempts`` the decided requests of
-    each side, ``model`` ``two_proportion_z_<k>m`` for the span of the last k minutes;
+    error on its scale (of the angles for ``arcsine_z``), ``score`` its z, ``p_value``
+    one-sided, ``tests`` the tests made in that window (the Bonferroni factor), ``events``
+    and ``baseline_attempts`` the decided requests of each side, ``model``
+    ``<config.test>_<k>m`` (``arcsine_z_2m``) for the span of the last k minutes;
     ``severity`` is null unless the drop is significant and large enough.
     """
     if counts.is_empty() or windows.is_empty():
@@ -257,7 +295,7 @@ def score_cohorts(
     sides = pl.concat(
         _sides(counts, windows, span, config.baseline_minutes) for span in config.recent_minutes
     )
-    scored = _z_test(sides).filter(_testable(config))
+    scored = _z_test(sides, config.test).filter(_testable(config))
     scored = scored.with_columns(
         p_value=pl.col("score").map_elements(one_sided_p, return_dtype=pl.Float64),
         tests=pl.len().over("window_start").cast(pl.Int64),
@@ -281,7 +319,7 @@ def score_cohorts(
             baseline_attempts=pl.col("n_base"),
             direction=pl.lit("down"),
             suggested_action=pl.lit(ACTION),
-            model=pl.concat_str(pl.lit(f"{MODEL}_"), pl.col("recent_minutes"), pl.lit("m")),
+            model=pl.concat_str(pl.lit(f"{config.test}_"), pl.col("recent_minutes"), pl.lit("m")),
         )
         .select(SCORE_COLUMNS)
     )
