@@ -40,7 +40,9 @@ def spill_part(directory: str, side: str, bucket: int, table: pa.Table) -> str:
         with FileSystems.create(path) as out:
             out.write(data)
     except OSError as exc:
-        raise StagingUnwritable(f"cannot write the join's spill file {path}: {exc}") from exc
+        raise StagingUnwritable(
+            f"cannot write the staging file {path} (the join's shuffle): {exc}"
+        ) from exc
     return path
 
 
