@@ -387,18 +387,18 @@ def _wait_until_kafka_answers(port: int, child: _Child, deadline: float) -> None
     Connecting first keeps librdkafka's connection-refused complaints out of the output.
     """
     from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient
+
+    from transforms.kafka_admin import admin_client
 
     _wait_for_port(port, child, deadline)
-    config: dict[str, Any] = {"bootstrap.servers": f"{HOST}:{port}", "logger": log}
-    admin = AdminClient(config)
-    while True:
-        _check_progress(child, deadline, "answering a Kafka metadata request")
-        try:
-            admin.list_topics(timeout=min(2.0, max(0.1, deadline - time.monotonic())))
-            return
-        except KafkaException:
-            time.sleep(0.1)
+    with admin_client(f"{HOST}:{port}") as admin:
+        while True:
+            _check_progress(child, deadline, "answering a Kafka metadata request")
+            try:
+                admin.list_topics(timeout=min(2.0, max(0.1, deadline - time.monotonic())))
+                return
+            except KafkaException:
+                time.sleep(0.1)
 
 
 def _http(child: _Child, method: str, url: str, timeout: float) -> int:

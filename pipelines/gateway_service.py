@@ -55,19 +55,6 @@ from transforms.retry import RetryPolicy
 
 POLL_S = 0.1
 log = logging.getLogger(__name__)
-# librdkafka's own log lines (a broker disconnecting ...) go through logging, not stderr.
-_KAFKA_LOG = logging.getLogger("payrecon.gateway.kafka")
-
-
-class _SharedSettingsFilter(logging.Filter):
-    """--kafka-config goes to every client; librdkafka's warning that a consumer setting is
-    ignored by the producer (or the reverse) says nothing the user needs to act on."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "property and will be ignored by this" not in record.getMessage()
-
-
-_KAFKA_LOG.addFilter(_SharedSettingsFilter())
 
 
 @dataclass(frozen=True)
@@ -146,7 +133,7 @@ class GatewayService:
         after committing what was finished."""
         started = time.monotonic()
         job = self.job
-        overrides = {"logger": _KAFKA_LOG, **job.kafka_overrides}
+        overrides = job.kafka_overrides
         topics = [job.requests_topic, job.results_topic, job.telemetry_topic]
         if job.alerts_topic:
             topics.append(job.alerts_topic)

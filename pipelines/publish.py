@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -31,10 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import KafkaException, Producer
-from confluent_kafka.admin import AdminClient
 
 from pipelines.cli_args import OneLineParser, whole_number
-from transforms.kafka_admin import ensure_topics
+from transforms.kafka_admin import admin_client, ensure_topics
 from transforms.kafka_config import parse_overrides, producer_config
 from transforms.kafka_offsets import BrokerUnavailable
 from transforms.ledger_validation import parse_rfc3339_micros
@@ -46,11 +44,6 @@ FLUSH_TIMEOUT_S = 120.0
 PROGRESS_EVERY_S = 2.0
 MAX_UNTIMED_LEADING_LINES = 100_000
 _ERRORS_KEPT = 5
-
-# librdkafka logs every failed connection attempt; the command reports one clear line instead.
-_QUIET = logging.getLogger("payrecon.publish.librdkafka")
-_QUIET.addHandler(logging.NullHandler())
-_QUIET.propagate = False
 
 
 @dataclass
@@ -174,12 +167,11 @@ class _Deliveries:
 
 def check_broker(bootstrap_servers: str, overrides: dict, timeout: float) -> None:
     """Raises ``BrokerUnavailable`` unless the broker answers a metadata request in time."""
-    config: dict[str, Any] = {"bootstrap.servers": bootstrap_servers, "logger": _QUIET}
-    admin = AdminClient({**config, **overrides})
-    try:
-        admin.list_topics(timeout=timeout)
-    except KafkaException as exc:
-        raise BrokerUnavailable(f"no answer from {bootstrap_servers} in {timeout:g}s") from exc
+    with admin_client(bootstrap_servers, overrides) as admin:
+        try:
+            admin.list_topics(timeout=timeout)
+        except KafkaException as exc:
+            raise BrokerUnavailable(f"no answer from {bootstrap_servers} in {timeout:g}s") from exc
 
 
 def publish_lines(
@@ -209,7 +201,7 @@ def publish_lines(
             bootstrap_servers,
             [topic],
             partitions,
-            {"logger": _QUIET, **overrides},
+            overrides,
             timeout=connect_timeout,
         )
     result = PublishResult(topic)
@@ -219,7 +211,6 @@ def publish_lines(
         # in the same partition whichever client wrote it.
         {
             "partitioner": "murmur2_random",
-            "logger": _QUIET,
             **overrides,
             "on_delivery": _Deliveries(result),
         },

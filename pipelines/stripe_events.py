@@ -47,10 +47,6 @@ JOB = "webhooks"
 DEFAULT_GROUP_ID = "payrecon-stripe-events"
 HEADER_STRIPE_EVENT_ID = "stripe-event-id"
 
-_QUIET = logging.getLogger("payrecon.webhooks.consume.librdkafka")
-_QUIET.addHandler(logging.NullHandler())
-_QUIET.propagate = False
-
 
 @dataclass(frozen=True)
 class Topics:
@@ -133,7 +129,7 @@ class StripeEventsConsumer:
         remembered: int = 100_000,
         order_of_charge: Callable[[str], str | None] | None = None,
     ):
-        overrides = {"logger": _QUIET, **(kafka_config or {})}
+        overrides = kafka_config or {}
         self.topics = topics or Topics()
         self.counts = ConsumeCounts()
         self._batch_size = batch_size

@@ -26,11 +26,6 @@ from transforms.kafka_config import producer_config
 
 log = logging.getLogger(__name__)
 
-# librdkafka logs every failed connection attempt; the receiver logs one line per failure.
-_QUIET = logging.getLogger("payrecon.webhooks.librdkafka")
-_QUIET.addHandler(logging.NullHandler())
-_QUIET.propagate = False
-
 _POLL_S = 0.05
 _MARGIN_S = 1.0  # waited beyond message.timeout.ms for the final delivery report
 
@@ -57,7 +52,6 @@ class AckedPublisher:
             {
                 "linger.ms": 2,
                 "partitioner": "murmur2_random",
-                "logger": _QUIET,
                 **(kafka_config or {}),
                 "message.timeout.ms": max(1, int(ack_timeout_s * 1000)),
                 "error_cb": self._on_error,

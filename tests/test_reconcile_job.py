@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -38,6 +39,12 @@ def day(broker, tmp_path_factory):
         discrepancy_rate=0.02,
         malformed_rate=0.005,
     )
+
+
+class Nowhere:
+    """A broker address nothing listens on."""
+
+    bootstrap_servers = "127.0.0.1:1"
 
 
 def reconcile(broker, day, warehouse: Path, *extra: str) -> int:
@@ -144,12 +151,23 @@ def test_missing_stripe_export_is_a_usage_error(broker, day, tmp_path, capsys):
     assert "nope.csv" in capsys.readouterr().err
 
 
-def test_unreachable_broker_exits_3(day, tmp_path, capsys):
-    class Nowhere:
-        bootstrap_servers = "127.0.0.1:1"
-
+def test_unreachable_broker_exits_3_with_one_line_and_no_librdkafka_log(day, tmp_path, capfd):
+    """Besides its ``==>`` progress lines, the job says one line: the reason. capfd, not
+    capsys: librdkafka would write its own log (``%3|...|FAIL|...``, one line per
+    reconnection attempt) straight to file descriptor 2, burying that reason."""
     assert reconcile(Nowhere, day, tmp_path / "w.duckdb", "--broker-timeout", "2") == 3
-    assert "broker" in capsys.readouterr().err
+    said = [line for line in capfd.readouterr().err.splitlines() if not line.startswith("==> ")]
+    assert len(said) == 1, said[:3]
+    assert said[0].startswith("payrecon reconcile: ") and "broker" in said[0], said
+
+
+def test_debug_logging_shows_librdkafka_s_view_of_the_unreachable_broker(day, tmp_path, caplog):
+    caplog.set_level(logging.DEBUG, logger="payrecon.librdkafka")
+    assert reconcile(Nowhere, day, tmp_path / "w.duckdb", "--broker-timeout", "2") == 3
+    failures = [r for r in caplog.records if "FAIL" in r.message and "127.0.0.1:1" in r.message]
+    assert failures, [r.message for r in caplog.records][:5]
+    assert {(r.name, r.levelno) for r in failures} == {("payrecon.librdkafka", logging.DEBUG)}
+    assert failures[0].message.startswith("ERROR FAIL "), failures[0].message
 
 
 def test_a_quarantined_event_is_shown_and_still_accounted_for(broker, tmp_path, capsys):

@@ -28,6 +28,7 @@ from confluent_kafka import (
 from confluent_kafka import Consumer as KafkaConsumer
 from confluent_kafka.admin import AdminClient
 
+from transforms.kafka_admin import admin_client
 from transforms.kafka_config import consumer_config
 from transforms.kafka_offsets import BrokerUnavailable, partition_bounds
 
@@ -80,16 +81,16 @@ def measure_lag(
 ) -> list[PartitionLag]:
     """The lag of ``groups`` (None: every group) on every partition of every topic they
     committed on, sorted by group, topic and partition. Raises ``BrokerUnavailable``."""
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers, **(overrides or {})})
-    names = list_groups(admin, timeout) if groups is None else sorted(set(groups))
-    committed = {group: committed_offsets(admin, group, timeout) for group in names}
-    topics = sorted({topic for offsets in committed.values() for topic, _ in offsets})
-    if not topics:
-        return []
-    try:
-        metadata = admin.list_topics(timeout=timeout)
-    except KafkaException as exc:
-        raise _admin_error("reading topic metadata", exc) from exc
+    with admin_client(bootstrap_servers, overrides) as admin:
+        names = list_groups(admin, timeout) if groups is None else sorted(set(groups))
+        committed = {group: committed_offsets(admin, group, timeout) for group in names}
+        topics = sorted({topic for offsets in committed.values() for topic, _ in offsets})
+        if not topics:
+            return []
+        try:
+            metadata = admin.list_topics(timeout=timeout)
+        except KafkaException as exc:
+            raise _admin_error("reading topic metadata", exc) from exc
     partitions = [
         TopicPartition(topic, p)
         for topic in topics

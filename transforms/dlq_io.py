@@ -14,22 +14,17 @@ quirks as well as on Apache Kafka:
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import NewTopic
 
+from transforms.kafka_admin import admin_client
 from transforms.kafka_config import consumer_config, producer_config
 from transforms.kafka_offsets import BrokerUnavailable
-
-# librdkafka logs every failed connection attempt; commands report one clear line instead.
-_QUIET = logging.getLogger("payrecon.dlq.librdkafka")
-_QUIET.addHandler(logging.NullHandler())
-_QUIET.propagate = False
 
 
 @dataclass(frozen=True)
@@ -74,19 +69,15 @@ class Delivery:
     error: str | None = None
 
 
-def _quiet(overrides: Mapping[str, Any] | None) -> dict[str, Any]:
-    return {"logger": _QUIET, **(overrides or {})}
-
-
 def topic_partitions(
     bootstrap_servers: str, overrides: Mapping[str, Any] | None = None, timeout: float = 30.0
 ) -> dict[str, int]:
     """Every topic on the cluster and its number of partitions (internal ones excluded)."""
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers, **_quiet(overrides)})
-    try:
-        metadata = admin.list_topics(timeout=timeout)
-    except KafkaException as exc:
-        raise BrokerUnavailable(f"no answer from {bootstrap_servers} in {timeout:g}s") from exc
+    with admin_client(bootstrap_servers, overrides) as admin:
+        try:
+            metadata = admin.list_topics(timeout=timeout)
+        except KafkaException as exc:
+            raise BrokerUnavailable(f"no answer from {bootstrap_servers} in {timeout:g}s") from exc
     return {
         name: len(info.partitions)
         for name, info in metadata.topics.items()
@@ -104,14 +95,15 @@ def create_topic(
     timeout: float = 30.0,
 ) -> None:
     """Create ``topic`` with ``config`` (e.g. ``cleanup.policy=compact``); existing is fine."""
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers, **_quiet(overrides)})
     new = NewTopic(topic, partitions, 1, config=dict(config or {}))
-    for name, future in admin.create_topics([new], operation_timeout=timeout).items():
-        try:
-            future.result(timeout)
-        except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise BrokerUnavailable(f"creating topic {name!r}: {exc}") from exc
+    with admin_client(bootstrap_servers, overrides) as admin:
+        futures = admin.create_topics([new], operation_timeout=timeout)
+        for name, future in futures.items():
+            try:
+                future.result(timeout)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise BrokerUnavailable(f"creating topic {name!r}: {exc}") from exc
 
 
 def read_to_end(
@@ -128,7 +120,7 @@ def read_to_end(
     """
     if not starts:
         return
-    consumer = Consumer(consumer_config(bootstrap_servers, None, _quiet(overrides)))
+    consumer = Consumer(consumer_config(bootstrap_servers, None, overrides))
     try:
         consumer.assign([TopicPartition(topic, p, max(0, o)) for p, o in starts.items()])
         yield from _consume_to_eof(consumer, topic, dict(starts), timeout)
@@ -212,7 +204,7 @@ def end_offsets(
 ) -> dict[int, int]:
     """The offset the next message of each partition will get: found by consuming from the
     reported high watermark (a lower bound on some brokers) to partition EOF."""
-    consumer = Consumer(consumer_config(bootstrap_servers, None, _quiet(overrides)))
+    consumer = Consumer(consumer_config(bootstrap_servers, None, overrides))
     try:
         reported = {
             p: max(0, consumer.get_watermark_offsets(TopicPartition(topic, p), timeout, False)[1])
@@ -234,7 +226,7 @@ class AcknowledgedProducer:
     ``timeout`` passed, with one ``Delivery`` per message, in order."""
 
     def __init__(self, bootstrap_servers: str, overrides: Mapping[str, Any] | None = None):
-        self._config = producer_config(bootstrap_servers, _quiet(overrides))
+        self._config = producer_config(bootstrap_servers, overrides)
         self._producer: Producer | None = None
 
     def send(self, messages: Sequence[Outgoing], timeout: float = 60.0) -> list[Delivery]:

@@ -3,12 +3,44 @@
 One place decides how payrecon talks to a broker, so the Beam IO, ``payrecon publish`` and
 the tests behave the same against the embedded broker and a real cluster. Extra settings
 (SASL, TLS, ...) come from the user as ``key=value`` pairs and override these defaults.
+
+Every client logs through Python logging, not librdkafka's own stderr writer: while a broker
+is down librdkafka reports each reconnection attempt (``%3|...|FAIL|...``), which would bury
+the job's one-line reason. Its lines go to the ``payrecon.librdkafka`` logger at DEBUG
+(hidden by default, shown when logging is configured at DEBUG), each with its own severity.
+confluent-kafka hands them over only when a client is polled, flushed or closed (admin
+clients: ``transforms.kafka_admin.admin_client`` polls them).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
+
+
+class _LibrdkafkaLog:
+    """The ``logger`` confluent-kafka calls as ``log(level, fmt, facility, client, text)``.
+
+    A plain class holding a ``logging.Logger`` (which pickles by name), so a config that
+    travels inside a Beam DoFn pickles with it.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.logger = logging.getLogger(name)
+
+    def log(self, level: int, msg: str, *args: object) -> None:
+        self.logger.debug("%s " + msg, logging.getLevelName(level), *args)
+
+
+LIBRDKAFKA_LOG = _LibrdkafkaLog("payrecon.librdkafka")
+
+
+def admin_config(bootstrap_servers: str, overrides: Mapping[str, Any] | None = None) -> dict:
+    """An ``AdminClient``'s settings (``kafka_admin.admin_client`` builds the client)."""
+    config: dict[str, Any] = {"bootstrap.servers": bootstrap_servers, "logger": LIBRDKAFKA_LOG}
+    config.update(overrides or {})
+    return config
 
 
 def producer_config(bootstrap_servers: str, overrides: Mapping[str, Any] | None = None) -> dict:
@@ -19,6 +51,7 @@ def producer_config(bootstrap_servers: str, overrides: Mapping[str, Any] | None 
     """
     config: dict[str, Any] = {
         "bootstrap.servers": bootstrap_servers,
+        "logger": LIBRDKAFKA_LOG,
         "enable.idempotence": True,
         "acks": "all",
         "linger.ms": 20,
@@ -43,6 +76,7 @@ def consumer_config(
     """
     config: dict[str, Any] = {
         "bootstrap.servers": bootstrap_servers,
+        "logger": LIBRDKAFKA_LOG,
         "group.id": group_id or "payrecon-reader",
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,

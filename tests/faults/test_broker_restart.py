@@ -72,10 +72,12 @@ def finish(job: Job) -> int:
         pytest.fail(f"{job.name} hangs after the broker restart\n{job.stderr_tail()}")
 
 
-def own_lines(job: Job) -> list[str]:
-    """The job's stderr without librdkafka's log lines (``%3|...``), which report each
-    reconnection attempt while the broker is down."""
-    return [line for _, line in job.lines if not line.startswith("%")]
+def stderr_lines(job: Job) -> list[str]:
+    """The job's stderr, which must not carry librdkafka's own log lines (``%3|...|FAIL|``,
+    one per reconnection attempt while the broker is down): they go to logging at DEBUG."""
+    lines = [line for _, line in job.lines]
+    assert not [line for line in lines if line.startswith("%")], lines[-10:]
+    return lines
 
 
 def state(bootstrap: str, day: dict, warehouse: Path, label: str) -> dict:
@@ -120,7 +122,7 @@ def test_reconcile_through_broker_restarts_ends_in_the_state_of_one_clean_run(
             restarts += 1
             history.append(f"{label}: {down.__name__} at {line!r}")
         code = finish(job)
-        lines = own_lines(job)
+        lines = stderr_lines(job)
         history.append(f"{label}: exit {code}, {lines[-1]!r}")
         if code != 0:
             assert code == 3, f"{history}\n{job.stderr_tail()}"
