@@ -48,6 +48,13 @@ NEWLINE_TAILED = [
     (json.dumps(GOOD | {"country": "US\n"}).encode(), Reason.BAD_COUNTRY),
     (json.dumps(GOOD | {"occurred_at": "2026-11-20T10:00:00Z\n"}).encode(), Reason.BAD_TIMESTAMP),
 ]
+# Valid RFC 3339 (so valid JSON Schema date-times) whose instant no payment has, and which
+# Python cannot hold as a UTC datetime (found by `make faults`: the decoded row crashed a
+# reader); the decoder takes 1970-01-01 to 9999-12-31 UTC, as for Stripe's exports.
+OUT_OF_RANGE = [
+    (json.dumps(GOOD | {"occurred_at": t}).encode(), Reason.BAD_TIMESTAMP)
+    for t in ("0001-01-01T00:30:00+01:00", "9999-12-31T23:30:00-01:00", "1969-12-31T23:59:59Z")
+]
 
 
 def messages(values: list[bytes]) -> pa.Table:
@@ -67,8 +74,8 @@ def messages(values: list[bytes]) -> pa.Table:
 
 @pytest.mark.parametrize(
     ("value", "reason"),
-    MALFORMED + NEWLINE_TAILED,
-    ids=[r.value for _, r in MALFORMED + NEWLINE_TAILED],
+    MALFORMED + NEWLINE_TAILED + OUT_OF_RANGE,
+    ids=[r.value for _, r in MALFORMED + NEWLINE_TAILED + OUT_OF_RANGE],
 )
 def test_malformed_message_is_dead_lettered_with_its_reason(value, reason):
     decoded = decode_ledger_batch(messages([value]), job="test")

@@ -20,6 +20,11 @@ _RFC3339 = re.compile(
 )
 _COUNTRY = re.compile(r"^[A-Z]{2}$")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# The times a payment record may carry: after the Unix epoch, and up to the last instant a
+# four-digit year names. Outside it, a valid RFC 3339 text (year 0001 at +01:00, say) is an
+# instant Python has no UTC datetime for, and would crash whoever reads the decoded row.
+EARLIEST = _EPOCH
+LATEST = datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC)
 
 _REQUIRED_KEYS = frozenset(REQUIRED_FIELDS)
 REQUIRED_STRINGS = ("event_id", "event_type", "order_id", "stripe_object_id")
@@ -33,7 +38,8 @@ class Invalid(NamedTuple):
 
 
 def parse_rfc3339_micros(text: str) -> int | None:
-    """Epoch microseconds (UTC) of an RFC 3339 date-time, or None if it is not one."""
+    """Epoch microseconds (UTC) of an RFC 3339 date-time, or None if it is not one or is
+    outside ``EARLIEST``..``LATEST``."""
     m = _RFC3339.fullmatch(text)
     if m is None:
         return None
@@ -43,6 +49,8 @@ def parse_rfc3339_micros(text: str) -> int | None:
     try:
         moment = datetime.fromisoformat(f"{date}T{clock}{fraction}{zone}")
     except ValueError:
+        return None
+    if not EARLIEST <= moment <= LATEST:
         return None
     delta = moment - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
@@ -71,7 +79,10 @@ def check_event(obj: Any) -> Invalid | int:
     occurred = obj["occurred_at"]
     micros = parse_rfc3339_micros(occurred) if isinstance(occurred, str) else None
     if micros is None:
-        return Invalid(Reason.BAD_TIMESTAMP, f"occurred_at {str(occurred)[:40]!r} is not RFC 3339")
+        return Invalid(
+            Reason.BAD_TIMESTAMP,
+            f"occurred_at {str(occurred)[:40]!r} is not an RFC 3339 time in 1970..9999 UTC",
+        )
     return _check_optional(obj) or micros
 
 

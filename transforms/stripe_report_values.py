@@ -9,13 +9,13 @@ column and the detail of a row that cannot be converted.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import NamedTuple
 
 import polars as pl
 
 from schemas.currencies import ISO_4217, exponent
 from schemas.dead_letter import Reason
+from transforms.ledger_validation import EARLIEST, LATEST
 
 MAX_WHOLE_DIGITS = 15  # 10**15 major units * 1000 still fits in int64
 
@@ -165,11 +165,10 @@ def _time(column: str, timezone: str, dtype: pl.DataType) -> pl.Expr:
     return local.dt.convert_time_zone("UTC")
 
 
-# Balance transactions happen after the Unix epoch; the last second an RFC 3339 time (a
+# Balance transactions happen after the Unix epoch; the last instant an RFC 3339 time (a
 # four-digit year) can name is the other bound. Polars parses year 0, which Python (and so
-# every consumer of the rows) has no datetime for.
-_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
-_LATEST = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
+# every consumer of the rows) has no datetime for. The ledger's bounds, the same.
+_EARLIEST, _LATEST = EARLIEST, LATEST
 
 
 def _time_checks(column: str, timezone: str, alias: str, required: bool) -> list[Check]:
